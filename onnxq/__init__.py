@@ -1,0 +1,72 @@
+"""onnxq: post-training quantization that works on the exported ONNX graph.
+
+The package imports nothing heavy at start-up (no numpy, onnx or onnxruntime); the public names
+below are resolved on first use, so ``import onnxq`` stays fast for command-line tools.
+
+Public API
+----------
+- Quantization maths: :mod:`onnxq.quantization.affine` (``quantize``, ``dequantize``,
+  ``quantize_dequantize``, ``float_round_trip``).
+- Encodings: :class:`Encoding`, :func:`encoding_from_range`.
+- Encodings files: :class:`EncodingSet`, :func:`load_encodings`, :func:`save_encodings`.
+- Hardware configs: :class:`HardwareConfig`, :func:`load_config`, :func:`available_configs`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from onnxq._version import __version__
+
+# public name -> module that defines it
+_LAZY = {
+    "Encoding": "onnxq.quantization.encoding",
+    "encoding_from_range": "onnxq.quantization.ranges",
+    "EncodingSet": "onnxq.export.encodings_file",
+    "load_encodings": "onnxq.export.encodings_file",
+    "save_encodings": "onnxq.export.encodings_file",
+    "HardwareConfig": "onnxq.sim.hwconfig",
+    "load_config": "onnxq.sim.hwconfig",
+    "available_configs": "onnxq.sim.hwconfig",
+    "OnnxqError": "onnxq.errors",
+    "InvalidInputError": "onnxq.errors",
+    "EncodingsFileError": "onnxq.errors",
+    "ConfigError": "onnxq.errors",
+}
+
+__all__ = [
+    "ConfigError",
+    "Encoding",
+    "EncodingSet",
+    "EncodingsFileError",
+    "HardwareConfig",
+    "InvalidInputError",
+    "OnnxqError",
+    "__version__",
+    "available_configs",
+    "encoding_from_range",
+    "load_config",
+    "load_encodings",
+    "save_encodings",
+]
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from onnxq.errors import ConfigError, EncodingsFileError, InvalidInputError, OnnxqError
+    from onnxq.export.encodings_file import EncodingSet, load_encodings, save_encodings
+    from onnxq.quantization.encoding import Encoding
+    from onnxq.quantization.ranges import encoding_from_range
+    from onnxq.sim.hwconfig import HardwareConfig, available_configs, load_config
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'onnxq' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
