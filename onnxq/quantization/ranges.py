@@ -1,0 +1,176 @@
+"""Encodings from observed ranges, with AIMET's semantics.
+
+Given a range ``[min, max]`` (per tensor, or arrays of them per channel / per block),
+:func:`encoding_from_range` computes the same scale and offset as AIMET, so that encodings can be
+exchanged with AIMET and QNN toolchains:
+
+1. *Range gating*: ``min ← min(min, 0)``, ``max ← max(max, 0)`` — zero is always in range.
+2. *Steps*: ``num_steps = 2**bitwidth - 1``, one less for strict symmetric.
+3. *Asymmetric*: ``scale = (max - min) / num_steps``; if ``min < 0 < max`` then
+   ``offset = -clamp(round(-min / scale), 0, num_steps)``, which shifts the range so that zero
+   lands exactly on the grid; otherwise ``offset = round(min / scale)`` (0 or ``-num_steps``).
+4. *Symmetric (signed)*: ``scale = max(|min|, |max|) / floor(num_steps / 2)`` and
+   ``offset = -ceil(num_steps / 2)``: ``[-128, 127]·scale`` for 8 bits, ``[-127, 127]·scale``
+   when strict.
+5. *Unsigned symmetric*: when enabled and the gated ``min`` is 0 (a non-negative tensor such as
+   a ReLU output), the asymmetric path with ``offset = 0`` is used instead.
+6. *Scale floor*: ``scale ≥ min_scale``; by default float32's epsilon (2**-23) for bitwidths up
+   to 16, which is what AIMET 2.x gives an all-zero tensor, and ``0.01 / num_steps`` above
+   (AIMET's older minimum range of 0.01, the value it writes for all-zero int32 biases).
+
+Rounding in these formulas is C ``round`` (halves away from zero), as in AIMET's C++.
+Everything is computed in float64.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from onnxq.errors import InvalidInputError
+from onnxq.quantization import affine
+from onnxq.quantization.encoding import Encoding, EncType
+
+__all__ = ["default_min_scale", "encoding_from_range", "scale_offset_from_range"]
+
+FLOAT32_EPS = float(np.finfo(np.float32).eps)
+LEGACY_MIN_RANGE = 0.01
+
+
+def default_min_scale(bitwidth: int, strict: bool = False) -> float:
+    """The scale floor AIMET applies for a bitwidth (see the module docstring)."""
+    if bitwidth <= 16:
+        return FLOAT32_EPS
+    return LEGACY_MIN_RANGE / (2**bitwidth - 1 - (1 if strict else 0))
+
+
+def _round_half_away(v: np.ndarray) -> np.ndarray:
+    return np.where(v >= 0, np.floor(v + 0.5), np.ceil(v - 0.5))
+
+
+def scale_offset_from_range(
+    min: Any,
+    max: Any,
+    bitwidth: int,
+    *,
+    symmetric: bool = False,
+    strict_symmetric: bool = False,
+    unsigned_symmetric: bool = False,
+    min_scale: float | None = None,
+    name: str | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scale(s) and AIMET offset(s) for a range; see the module docstring for the rules.
+
+    Returns float64 scales and int64 offsets shaped as ``min``/``max``.
+    """
+    affine._check_bitwidth(bitwidth)
+    lo = np.asarray(min, dtype=np.float64)
+    hi = np.asarray(max, dtype=np.float64)
+    what = f" of tensor {name!r}" if name else ""
+    if lo.shape != hi.shape:
+        raise InvalidInputError(f"range{what}: min {lo.shape} and max {hi.shape} differ in shape")
+    if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+        raise InvalidInputError(
+            f"range{what} contains NaN or Inf; the tensor it was observed on is not finite"
+        )
+    if np.any(lo > hi):
+        i = np.argwhere(np.atleast_1d(lo > hi))[0]
+        raise InvalidInputError(f"range{what}: min > max at index {tuple(int(v) for v in i)}")
+    strict = bool(symmetric and strict_symmetric)
+    steps = 2**bitwidth - 1 - (1 if strict else 0)
+    floor = default_min_scale(bitwidth, strict) if min_scale is None else float(min_scale)
+    if floor <= 0:
+        raise InvalidInputError(f"min_scale must be positive, got {min_scale!r}")
+
+    lo = np.minimum(lo, 0.0)
+    hi = np.maximum(hi, 0.0)
+
+    # asymmetric path (also the unsigned-symmetric one, where lo == 0 gives offset 0)
+    a_scale = np.maximum((hi - lo) / steps, floor)
+    straddles = (lo < 0) & (hi > 0)
+    a_offset = np.where(
+        straddles,
+        -np.clip(_round_half_away(-lo / a_scale), 0, steps),
+        _round_half_away(lo / a_scale),
+    )
+    if not symmetric:
+        return a_scale, a_offset.astype(np.int64)
+
+    absmax = np.maximum(np.abs(lo), hi)
+    s_scale = np.maximum(absmax / (steps // 2), floor)
+    s_offset = np.full(lo.shape, -((steps + 1) // 2), dtype=np.float64)
+    if unsigned_symmetric:
+        use_unsigned = lo == 0
+        return (
+            np.where(use_unsigned, a_scale, s_scale),
+            np.where(use_unsigned, a_offset, s_offset).astype(np.int64),
+        )
+    return s_scale, s_offset.astype(np.int64)
+
+
+def encoding_from_range(
+    min: Any,
+    max: Any,
+    bitwidth: int = 8,
+    *,
+    symmetric: bool = False,
+    strict_symmetric: bool = False,
+    unsigned_symmetric: bool = False,
+    min_scale: float | None = None,
+    axis: int | None = None,
+    block_size: int | None = None,
+    name: str | None = None,
+) -> Encoding:
+    """Compute an :class:`Encoding` from a range with AIMET's rules.
+
+    Parameters
+    ----------
+    min, max
+        Observed minimum and maximum: scalars (per-tensor), 1-D arrays (per-channel, with
+        ``axis``) or block grids (per-block, with ``axis`` the blocked axis and
+        ``block_size``).
+    bitwidth
+        2 to 32.
+    symmetric, strict_symmetric, unsigned_symmetric
+        The encoding kind (AIMET's ``is_symmetric``, ``strict_symmetric``,
+        ``unsigned_symmetric``); strict and unsigned only apply to symmetric encodings.
+    min_scale
+        Scale floor; default :func:`default_min_scale`.
+    axis, block_size
+        Channel axis (per-channel) or blocked axis and block size (per-block).
+    name
+        Tensor name for error messages.
+
+    Examples
+    --------
+    >>> encoding_from_range(-1.0, 1.0, 8)
+    Encoding(per_tensor, 8-bit asymmetric, scale=0.00784313725490196, offset=-128)
+    """
+    scale, offset = scale_offset_from_range(
+        min,
+        max,
+        bitwidth,
+        symmetric=symmetric,
+        strict_symmetric=strict_symmetric,
+        unsigned_symmetric=unsigned_symmetric,
+        min_scale=min_scale,
+        name=name,
+    )
+    enc_type: EncType
+    if block_size is not None:
+        enc_type = "PER_BLOCK"
+    elif scale.ndim == 0:
+        enc_type = "PER_TENSOR"
+    else:
+        enc_type = "PER_CHANNEL"
+    return Encoding(
+        bitwidth=bitwidth,
+        scale=scale,
+        offset=offset,
+        symmetric=symmetric,
+        strict=bool(symmetric and strict_symmetric),
+        enc_type=enc_type,
+        axis=axis if enc_type != "PER_TENSOR" else None,
+        block_size=block_size,
+    )
