@@ -1,0 +1,215 @@
+"""The ``onnxq`` command line.
+
+Subcommands::
+
+    onnxq demo [-o DIR] [--config htp_v73] [--param-bw 8]
+    onnxq configs
+    onnxq config show NAME_OR_PATH [--json]
+    onnxq config check FILE
+    onnxq encodings show FILE
+    onnxq encodings convert IN OUT --to {0.6.1,1.0.0,2.0.0} [--model MODEL.onnx]
+          [--default-axis N] [--activations-as {unsigned,signed,keep}]
+
+Errors print one line, ``onnxq: error: ...``, and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from onnxq._version import __version__
+from onnxq.errors import OnnxqError
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="onnxq",
+        description="ONNX-graph-native post-training quantization (AIMET-compatible).",
+    )
+    p.add_argument("--version", action="version", version=f"onnxq {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser(
+        "demo",
+        help="run the embedded end-to-end demonstration",
+        description="Build a small embedded CNN, compute weight encodings per a hardware "
+        "config, write .encodings 0.6.1/1.0.0/2.0.0, read them back, and report what "
+        "quantized weights do to the outputs.",
+    )
+    demo.add_argument("-o", "--outdir", default="onnxq_demo", help="output folder")
+    demo.add_argument("--config", default="htp_v73", help="hardware config alias or path")
+    demo.add_argument("--param-bw", type=int, default=8, help="weight bitwidth (2-32)")
+    demo.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    sub.add_parser("configs", help="list the shipped hardware configs")
+
+    cfg = sub.add_parser("config", help="show or check a hardware config")
+    cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    show = cfg_sub.add_parser("show", help="summarize a config (alias or path)")
+    show.add_argument("config")
+    show.add_argument("--json", action="store_true", help="print it in AIMET's JSON form")
+    check = cfg_sub.add_parser("check", help="validate a config file")
+    check.add_argument("config")
+
+    enc = sub.add_parser("encodings", help="inspect or convert AIMET .encodings files")
+    enc_sub = enc.add_subparsers(dest="encodings_command", required=True, metavar="ACTION")
+    eshow = enc_sub.add_parser("show", help="summarize an encodings file")
+    eshow.add_argument("file")
+    conv = enc_sub.add_parser("convert", help="convert between versions 0.6.1, 1.0.0, 2.0.0")
+    conv.add_argument("input")
+    conv.add_argument("output")
+    conv.add_argument(
+        "--to", required=True, choices=["0.6.1", "1.0.0", "2.0.0"], help="version to write"
+    )
+    conv.add_argument("--model", help="ONNX model to take per-channel/per-block axes from")
+    conv.add_argument(
+        "--default-axis",
+        type=int,
+        help="channel axis to assume for per-channel entries without one",
+    )
+    conv.add_argument(
+        "--activations-as",
+        choices=["unsigned", "signed", "keep"],
+        default="unsigned",
+        help="2.0.0: integer type of activations",
+    )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``onnxq`` console script."""
+    args = _build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except OnnxqError as err:
+        print(f"onnxq: error: {err}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # the reader went away (`onnxq configs | head`): stop quietly, as Unix tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "demo":
+        return _demo(args)
+    if args.command == "configs":
+        return _configs()
+    if args.command == "config":
+        return _config(args)
+    return _encodings(args)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from onnxq.demo import run_demo  # noqa: PLC0415 - heavy imports only when needed
+
+    result = run_demo(args.outdir, config=args.config, bitwidth=args.param_bw)
+    if args.json:
+        print(json.dumps(result.__dict__, indent=2))
+        return 0 if result.round_trip_ok else 1
+    print(f"onnxq demo: config {result.config}, int{result.bitwidth} weights")
+    print(f"{'weight':<16} {'shape':<16} {'granularity':<12} {'SQNR dB':>8}")
+    for w in result.weights:
+        shape = "x".join(str(d) for d in w["shape"])  # type: ignore[union-attr]
+        print(f"{w['name']!s:<16} {shape:<16} {w['granularity']!s:<12} {w['sqnr_db']:>8}")
+    print(
+        f"model output SQNR with quantized weights: {result.output_sqnr_db} dB, "
+        f"top-1 agreement {result.top1_agreement:.0%}"
+    )
+    for version, path in result.files.items():
+        print(f"encodings {version}: {path}")
+    print(
+        "read back, all three versions hold identical numbers: "
+        f"{'yes' if result.round_trip_ok else 'NO'}"
+    )
+    return 0 if result.round_trip_ok else 1
+
+
+def _configs() -> int:
+    from onnxq.sim.hwconfig import available_configs, load_config  # noqa: PLC0415
+
+    for name in available_configs():
+        c = load_config(name)
+        per_ch = [op for op in c.op_types if c.per_channel(op)]
+        print(
+            f"{name:<12} hw_version={c.defaults.hw_version or '-':<4} "
+            f"per-channel: {', '.join(per_ch) or 'none':<40} "
+            f"supergroups: {len(c.supergroups)}"
+        )
+    return 0
+
+
+def _config(args: argparse.Namespace) -> int:
+    from onnxq.sim.hwconfig import load_config  # noqa: PLC0415
+
+    c = load_config(args.config)
+    if args.config_command == "check":
+        print(f"{c.path}: valid ({len(c.op_types)} op types, {len(c.supergroups)} supergroups)")
+        return 0
+    if args.json:
+        print(json.dumps(c.to_dict(), indent=2))
+        return 0
+    d = c.defaults
+    print(f"config {c.name} ({c.path})")
+    print(f"  hw_version: {d.hw_version or '-'}")
+    print(
+        f"  activations: {'symmetric' if d.activation_symmetric else 'asymmetric'}; "
+        f"weights: {'symmetric' if d.params.is_symmetric else 'asymmetric'}; "
+        f"strict_symmetric={d.strict_symmetric} unsigned_symmetric={d.unsigned_symmetric}"
+    )
+    per_ch = [op for op in c.op_types if c.per_channel(op)]
+    print(f"  per-channel weights: {', '.join(per_ch) or 'none'}")
+    fixed = {
+        op: s.encoding_constraints
+        for op, s in c.op_types.items()
+        if s.encoding_constraints is not None
+    }
+    if fixed:
+        print(
+            "  fixed output ranges: "
+            + ", ".join(
+                f"{op} [{r.min:g}, {'-' if r.max is None else f'{r.max:g}'}]"
+                for op, r in fixed.items()
+            )
+        )
+    unq = [op for op, s in c.op_types.items() if s.is_output_quantized is False]
+    print(f"  outputs not quantized: {', '.join(unq) or 'none'}")
+    print(f"  supergroups: {'; '.join('+'.join(sg) for sg in c.supergroups) or 'none'}")
+    print(f"  graph passes: {', '.join(c.supergroup_pass_list) or 'none'}")
+    return 0
+
+
+def _encodings(args: argparse.Namespace) -> int:
+    from onnxq.export.encodings_file import load_encodings, save_encodings  # noqa: PLC0415
+
+    if args.encodings_command == "show":
+        s = load_encodings(args.file)
+        kinds: dict[str, int] = {}
+        for _, e in s.items():
+            key = f"{e.enc_type.lower()} {e.onnx_dtype_name()}"
+            kinds[key] = kinds.get(key, 0) + 1
+        print(
+            f"{args.file}: version {s.version}, {len(s.activations)} activation and "
+            f"{len(s.params)} parameter encodings"
+        )
+        for key, n in sorted(kinds.items()):
+            print(f"  {n:>5}  {key}")
+        return 0
+    s = load_encodings(args.input)
+    if args.model:
+        s = s.resolve_layouts(args.model)
+    force = None if args.activations_as == "keep" else args.activations_as
+    save_encodings(
+        s, args.output, args.to, force_activation_as=force, default_axis=args.default_axis
+    )
+    print(f"wrote {args.output} (version {args.to}, {len(s)} encodings, from {s.version})")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
