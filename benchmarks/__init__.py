@@ -1,0 +1,1 @@
+"""onnxq's benchmarks: speed and memory measured side by side, results in results/."""
