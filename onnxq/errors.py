@@ -22,3 +22,7 @@ class EncodingsFileError(OnnxqError, ValueError):
 
 class ConfigError(OnnxqError, ValueError):
     """A quantsim (hardware) config file is malformed or unknown."""
+
+
+class ModelError(OnnxqError, ValueError):
+    """An ONNX model cannot be read, written or transformed (names the file, node or tensor)."""
