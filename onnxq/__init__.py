@@ -10,6 +10,8 @@ Public API
 - Encodings: :class:`Encoding`, :func:`encoding_from_range`.
 - Encodings files: :class:`EncodingSet`, :func:`load_encodings`, :func:`save_encodings`.
 - Hardware configs: :class:`HardwareConfig`, :func:`load_config`, :func:`available_configs`.
+- Graph passes: :func:`prepare_model`, :func:`fold_all_batch_norms`, :func:`equalize_model`;
+  models: :func:`load_model`, :func:`save_model`.
 """
 
 from __future__ import annotations
@@ -29,7 +31,13 @@ _LAZY = {
     "HardwareConfig": "onnxq.sim.hwconfig",
     "load_config": "onnxq.sim.hwconfig",
     "available_configs": "onnxq.sim.hwconfig",
+    "prepare_model": "onnxq.passes.prepare",
+    "fold_all_batch_norms": "onnxq.passes.fold_batch_norms",
+    "equalize_model": "onnxq.passes.equalize",
+    "load_model": "onnxq.graph.model_io",
+    "save_model": "onnxq.graph.model_io",
     "OnnxqError": "onnxq.errors",
+    "ModelError": "onnxq.errors",
     "InvalidInputError": "onnxq.errors",
     "EncodingsFileError": "onnxq.errors",
     "ConfigError": "onnxq.errors",
@@ -42,18 +50,34 @@ __all__ = [
     "EncodingsFileError",
     "HardwareConfig",
     "InvalidInputError",
+    "ModelError",
     "OnnxqError",
     "__version__",
     "available_configs",
     "encoding_from_range",
+    "equalize_model",
+    "fold_all_batch_norms",
     "load_config",
     "load_encodings",
+    "load_model",
+    "prepare_model",
     "save_encodings",
+    "save_model",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from onnxq.errors import ConfigError, EncodingsFileError, InvalidInputError, OnnxqError
+    from onnxq.errors import (
+        ConfigError,
+        EncodingsFileError,
+        InvalidInputError,
+        ModelError,
+        OnnxqError,
+    )
     from onnxq.export.encodings_file import EncodingSet, load_encodings, save_encodings
+    from onnxq.graph.model_io import load_model, save_model
+    from onnxq.passes.equalize import equalize_model
+    from onnxq.passes.fold_batch_norms import fold_all_batch_norms
+    from onnxq.passes.prepare import prepare_model
     from onnxq.quantization.encoding import Encoding
     from onnxq.quantization.ranges import encoding_from_range
     from onnxq.sim.hwconfig import HardwareConfig, available_configs, load_config

@@ -3,6 +3,8 @@
 Subcommands::
 
     onnxq demo [-o DIR] [--config htp_v73] [--param-bw 8]
+    onnxq prepare IN.onnx -o OUT.onnx [--fold-bn] [--cle] [--relu6-to-relu]
+          [--high-bias-fold {exact,statistical,off}] [--external-data] [--json]
     onnxq configs
     onnxq config show NAME_OR_PATH [--json]
     onnxq config check FILE
@@ -20,6 +22,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from onnxq._version import __version__
 from onnxq.errors import OnnxqError
@@ -44,6 +47,32 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--config", default="htp_v73", help="hardware config alias or path")
     demo.add_argument("--param-bw", type=int, default=8, help="weight bitwidth (2-32)")
     demo.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    prep = sub.add_parser(
+        "prepare",
+        help="prepare a model's graph; optionally fold batch norms and equalize",
+        description="Make an exported graph workable (weights in Constant/Identity nodes, "
+        "names, shapes, order); --fold-bn folds BatchNormalization into layers; --cle runs "
+        "cross-layer equalization (BN fold, cross-layer scaling, high-bias fold). The float "
+        "function is kept unless --relu6-to-relu or --high-bias-fold statistical is given.",
+    )
+    prep.add_argument("input", help="ONNX model to read (never modified)")
+    prep.add_argument("-o", "--output", required=True, help="ONNX model to write")
+    prep.add_argument("--fold-bn", action="store_true", help="fold batch norms")
+    prep.add_argument("--cle", action="store_true", help="cross-layer equalization")
+    prep.add_argument(
+        "--relu6-to-relu",
+        action="store_true",
+        help="with --cle: replace Clip(0, b) by Relu like AIMET (changes the float model)",
+    )
+    prep.add_argument(
+        "--high-bias-fold",
+        choices=("exact", "statistical", "off"),
+        default="exact",
+        help="with --cle: bias absorption mode (default exact)",
+    )
+    prep.add_argument("--external-data", action="store_true", help="store weights in OUT.onnx.data")
+    prep.add_argument("--json", action="store_true", help="print the summary as JSON")
 
     sub.add_parser("configs", help="list the shipped hardware configs")
 
@@ -98,6 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         return _demo(args)
+    if args.command == "prepare":
+        return _prepare(args)
     if args.command == "configs":
         return _configs()
     if args.command == "config":
@@ -128,6 +159,44 @@ def _demo(args: argparse.Namespace) -> int:
         f"{'yes' if result.round_trip_ok else 'NO'}"
     )
     return 0 if result.round_trip_ok else 1
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from pathlib import Path  # noqa: PLC0415
+
+    from onnxq.graph.model_io import load_model, save_model  # noqa: PLC0415
+    from onnxq.passes.report import pass_report  # noqa: PLC0415
+
+    src, dst = Path(args.input), Path(args.output)
+    if dst.exists() and src.exists() and dst.resolve() == src.resolve():
+        raise OnnxqError(f"{dst}: the output would overwrite the input; choose another path")
+    if args.relu6_to_relu and not args.cle:
+        raise OnnxqError("--relu6-to-relu only applies with --cle")
+    model = load_model(src)
+    if args.cle:
+        from onnxq.passes.equalize import equalize_model  # noqa: PLC0415
+
+        result: Any = equalize_model(
+            model,
+            relu6="relu" if args.relu6_to_relu else "keep",
+            high_bias_fold=args.high_bias_fold,
+            in_place=True,
+        )
+    elif args.fold_bn:
+        from onnxq.passes.fold_batch_norms import fold_all_batch_norms  # noqa: PLC0415
+
+        result = fold_all_batch_norms(model, in_place=True)
+    else:
+        from onnxq.passes.prepare import prepare_model  # noqa: PLC0415
+
+        result = prepare_model(model, in_place=True)
+    save_model(result.model, dst, external_data=True if args.external_data else None)
+    if args.json:
+        print(json.dumps(pass_report(result) | {"input": str(src), "output": str(dst)}, indent=2))
+    else:
+        print(result.summary())
+        print(f"wrote {dst}")
+    return 0
 
 
 def _configs() -> int:

@@ -36,3 +36,49 @@ def zoo_model() -> Callable[[str], Any]:
         return loaded[name]
 
     return load
+
+
+@pytest.fixture
+def small_cnn(tmp_path) -> Any:
+    """A ``Conv → BN → Clip(0, 6) → Conv`` model saved as ``tmp_path/in.onnx``; its path.
+
+    Input ``x`` [1, 3, 8, 8], output ``y`` [1, 4, 8, 8]; node names conv1, bn1, relu6, conv2.
+    """
+    path = tmp_path / "in.onnx"
+    write_small_cnn(path)
+    return path
+
+
+def write_small_cnn(path):
+    """Conv → BN → Clip(0, 6) → Conv, saved to ``path``; returns the ModelProto."""
+    import numpy as np  # noqa: PLC0415
+    import onnx  # noqa: PLC0415
+    from onnx import TensorProto, helper, numpy_helper  # noqa: PLC0415
+
+    rng = np.random.default_rng(3)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w1"),
+        numpy_helper.from_array(rng.standard_normal((4, 8, 1, 1)).astype(np.float32), "w2"),
+        numpy_helper.from_array((rng.random(8) + 0.5).astype(np.float32), "g"),
+        numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "b"),
+        numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "m"),
+        numpy_helper.from_array((rng.random(8) + 0.5).astype(np.float32), "v"),
+        numpy_helper.from_array(np.array(0.0, np.float32), "lo"),
+        numpy_helper.from_array(np.array(6.0, np.float32), "hi"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c1", "g", "b", "m", "v"], ["n1"], name="bn1"),
+        helper.make_node("Clip", ["n1", "lo", "hi"], ["r1"], name="relu6"),
+        helper.make_node("Conv", ["r1", "w2"], ["y"], name="conv2"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, str(path))
+    return model

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from onnxq.cli import main
@@ -89,3 +90,65 @@ def test_unknown_command_exits_with_usage():
     with pytest.raises(SystemExit) as info:
         main(["frobnicate"])
     assert info.value.code == 2
+
+
+def _run(path, x):
+    import onnxruntime as ort  # noqa: PLC0415
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"x": x})[0]
+
+
+def test_prepare_cle_writes_an_equivalent_model_and_leaves_the_input(tmp_path, capsys, small_cnn):
+    src, dst = small_cnn, tmp_path / "out.onnx"
+    before = src.read_bytes()
+    assert main(["prepare", str(src), "-o", str(dst), "--cle", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert src.read_bytes() == before
+    assert report["fold"]["pairs"] == [
+        {"layer": "conv1", "batch_norm": "bn1", "position": "after", "through": None}
+    ]
+    assert report["sets"] == [{"layers": ["conv1", "conv2"]}]
+    assert report["clips_rewritten"] == ["relu6"] and report["clips_to_relu"] == []
+    x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32) * 3
+    ref, out = _run(src, x), _run(dst, x)
+    assert np.abs(out - ref).max() <= 1e-5 * np.abs(ref).max()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.onnx", "out.onnx"]
+
+
+def test_prepare_relu6_to_relu_reports_the_float_change(tmp_path, capsys, small_cnn):
+    src, dst = small_cnn, tmp_path / "out.onnx"
+    assert main(["prepare", str(src), "-o", str(dst), "--cle", "--relu6-to-relu"]) == 0
+    text = capsys.readouterr().out
+    assert "1 Clip replaced by Relu" in text and "float model changed by Clip→Relu" in text
+
+
+def test_prepare_fold_bn_text_summary(tmp_path, capsys, small_cnn):
+    src, dst = small_cnn, tmp_path / "out.onnx"
+    assert main(["prepare", str(src), "-o", str(dst), "--fold-bn"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "1 batch norms folded (1 after their layer, 0 before); 0 left"
+    assert dst.is_file()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["prepare", "{src}", "-o", "{src}", "--cle"], "would overwrite the input"),
+        (["prepare", "{src}", "-o", "{dst}", "--relu6-to-relu"], "only applies with --cle"),
+        (["prepare", "{missing}", "-o", "{dst}"], "missing.onnx: no such model file"),
+        (["prepare", "{src}", "-o", "{nodir}"], "does not exist; create it first"),
+    ],
+)
+def test_prepare_bad_input_is_one_line_error(tmp_path, capsys, argv, message, small_cnn):
+    src = small_cnn
+    paths = {
+        "src": str(src),
+        "dst": str(tmp_path / "out.onnx"),
+        "missing": str(tmp_path / "missing.onnx"),
+        "nodir": str(tmp_path / "no" / "out.onnx"),
+    }
+    assert main([a.format(**paths) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("onnxq: error: ") and message in err and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.onnx"]
