@@ -6,9 +6,9 @@ Rules:
   before editing unless they were asked to work in place);
 - writing is atomic: the model (and its external data file, if any) go to temporary names in
   the destination folder and are renamed into place, so a failed write leaves nothing behind;
-- a model whose tensors exceed protobuf's 2 GB limit is written with its weights in one external
-  data file ``<name>.data`` beside it; smaller models are written as one file unless
-  ``external_data=True``.
+- a model whose tensors come near protobuf's 2 GB limit (over 1 GiB) is written with its
+  weights in one external data file ``<name>.data`` beside it; smaller models are written as
+  one file unless ``external_data=True``.
 """
 
 from __future__ import annotations
@@ -67,10 +67,13 @@ def load_model(model: ModelLike, *, load_external_data: bool = True) -> onnx.Mod
     if not path.is_file():
         raise ModelError(f"{path}: no such model file")
     try:
-        return onnx.load(str(path), load_external_data=load_external_data)
+        loaded = onnx.load(str(path), load_external_data=load_external_data)
     except Exception as err:  # protobuf's DecodeError, missing external data files, ...
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ModelError(f"{path}: cannot read as an ONNX model ({first})") from None
+    if not loaded.HasField("graph"):
+        raise ModelError(f"{path}: cannot read as an ONNX model (no graph; empty file?)")
+    return loaded
 
 
 def tensor_bytes(model: onnx.ModelProto) -> int:
@@ -115,8 +118,9 @@ def save_model(
     path
         Destination ``.onnx`` file. Its folder must exist.
     external_data
-        Store weights in ``<file name>.data`` beside the model. ``None`` (default) does so only
-        when the tensors exceed the 2 GB protobuf limit.
+        Store weights (tensors over 1 KB) in ``<file name>.data`` beside the model. ``None``
+        (default) does so only when the tensors exceed 1 GiB, half protobuf's 2 GiB limit,
+        which leaves room for the rest of the model.
 
     Raises
     ------
@@ -147,6 +151,8 @@ def save_model(
             )
         else:
             onnx.save_model(model, str(tmp_model))
+        if dest.is_dir():
+            raise IsADirectoryError(21, "Is a directory")
         if (tmp_dir / data_name).exists():
             os.replace(tmp_dir / data_name, dest.parent / data_name)
         os.replace(tmp_model, dest)

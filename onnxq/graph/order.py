@@ -16,7 +16,7 @@ from typing import Any
 
 from onnxq.errors import ModelError
 
-__all__ = ["outer_tensors_read", "subgraphs", "topological_sort"]
+__all__ = ["outer_tensors_read", "stable_order", "subgraphs", "topological_sort"]
 
 
 def subgraphs(node: Any) -> list[Any]:
@@ -52,31 +52,17 @@ def outer_tensors_read(node: Any) -> list[Any]:
     return list(reads.values())
 
 
-def topological_sort(graph: Any) -> None:
-    """Order ``graph.nodes`` (a ``gs.Graph``) so every node follows its producers, in place.
+def stable_order(deps: list[list[int]]) -> tuple[list[int], int | None]:
+    """Kahn's algorithm over ``deps[i]`` (indices node ``i`` depends on), ties by index.
 
-    Raises
-    ------
-    ModelError
-        If the graph has a cycle (names one node on it).
+    Returns ``(order, None)``, or ``(partial order, index of a node on a cycle)``.
     """
-    nodes = list(graph.nodes)
-    position = {id(n): i for i, n in enumerate(nodes)}
-    producer: dict[int, int] = {}
-    for i, n in enumerate(nodes):
-        for t in n.outputs:
-            producer[id(t)] = i
-    users: list[list[int]] = [[] for _ in nodes]
-    pending = [0] * len(nodes)
-    for i, n in enumerate(nodes):
-        deps = {producer[id(t)] for t in n.inputs if id(t) in producer}
-        if subgraphs(n):
-            deps.update(producer[id(t)] for t in outer_tensors_read(n) if id(t) in producer)
-        deps.discard(i)
-        pending[i] = len(deps)
-        for d in deps:
-            users[d].append(i)
-    ready = [i for i in range(len(nodes)) if pending[i] == 0]
+    users: list[list[int]] = [[] for _ in deps]
+    pending = [len(d) for d in deps]
+    for i, d in enumerate(deps):
+        for j in d:
+            users[j].append(i)
+    ready = [i for i, p in enumerate(pending) if p == 0]
     heapq.heapify(ready)
     order: list[int] = []
     while ready:
@@ -86,7 +72,38 @@ def topological_sort(graph: Any) -> None:
             pending[u] -= 1
             if pending[u] == 0:
                 heapq.heappush(ready, u)
-    if len(order) != len(nodes):
-        stuck = next(n for n in nodes if pending[position[id(n)]] > 0)
+    if len(order) == len(deps):
+        return order, None
+    # walk back through unresolved producers until one repeats: it is on a cycle
+    i = next(k for k, p in enumerate(pending) if p > 0)
+    seen: set[int] = set()
+    while i not in seen:
+        seen.add(i)
+        i = next(d for d in deps[i] if pending[d] > 0)
+    return order, i
+
+
+def topological_sort(graph: Any) -> None:
+    """Order ``graph.nodes`` (a ``gs.Graph``) so every node follows its producers, in place.
+
+    Raises
+    ------
+    ModelError
+        If the graph has a cycle (names one node on it); the node list is left as it was.
+    """
+    nodes = list(graph.nodes)
+    producer: dict[int, int] = {}
+    for i, n in enumerate(nodes):
+        for t in n.outputs:
+            producer[id(t)] = i
+    deps: list[list[int]] = []
+    for n in nodes:
+        found = {producer[id(t)] for t in n.inputs if id(t) in producer}
+        if subgraphs(n):
+            found.update(producer[id(t)] for t in outer_tensors_read(n) if id(t) in producer)
+        deps.append(sorted(found))
+    order, on_cycle = stable_order(deps)
+    if on_cycle is not None:
+        stuck = nodes[on_cycle]
         raise ModelError(f"node {stuck.name!r} ({stuck.op}) is on a cycle; the graph is not a DAG")
     graph.nodes = [nodes[i] for i in order]

@@ -26,6 +26,7 @@ def infer_shapes(model: Any) -> bool:
     """
     import onnx  # noqa: PLC0415
 
+    _sort_nodes(model.graph)
     stashed: list[tuple[Any, bytes]] = []
     for t in _large_tensors(model.graph):
         stashed.append((t, t.raw_data))
@@ -57,3 +58,33 @@ def _large_tensors(graph: Any) -> list[Any]:
             if attr.HasField("t") and len(attr.t.raw_data) > SKELETON_THRESHOLD:
                 out.append(attr.t)
     return out
+
+
+def _reads(node: Any) -> set[str]:
+    names = set(node.input)
+    stack = [a.g for a in node.attribute if a.HasField("g")]
+    stack += [g for a in node.attribute for g in a.graphs]
+    while stack:
+        g = stack.pop()
+        for n in g.node:
+            names.update(n.input)
+            stack += [a.g for a in n.attribute if a.HasField("g")]
+            stack += [s for a in n.attribute for s in a.graphs]
+    return names
+
+
+def _sort_nodes(graph: Any) -> None:
+    """Put the NodeProtos in topological order (stable); leave them if there is a cycle.
+
+    ONNX infers shapes in one sweep over the node list, so nodes listed before their
+    producers would get none.
+    """
+    from onnxq.graph.order import stable_order  # noqa: PLC0415
+
+    nodes = list(graph.node)
+    producer = {o: i for i, n in enumerate(nodes) for o in n.output if o}
+    deps = [sorted({producer[t] for t in _reads(n) if t in producer}) for n in nodes]
+    order, on_cycle = stable_order(deps)
+    if on_cycle is None and order != list(range(len(nodes))):
+        del graph.node[:]
+        graph.node.extend(nodes[i] for i in order)
