@@ -17,6 +17,7 @@ metadata, model-level functions).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -38,10 +39,24 @@ class GraphEditor:
 
         self._gs = gs
         self.template = model
-        self.graph = gs.import_onnx(model)
+        # gs turns every value_info into a tensor object, which triples import time on big
+        # graphs; the passes need few shapes, so they are looked up by name instead
+        # (:meth:`shape`) and the template's value_info is carried over at export
+        value_info = list(model.graph.value_info)
+        self._shapes = {vi.name: _dims(vi) for vi in value_info}
+        del model.graph.value_info[:]
+        try:
+            self.graph = gs.import_onnx(model)
+        finally:
+            model.graph.value_info.extend(value_info)
         self._removed: set[int] = set()
         self._names: set[str] | None = None
         self.unshared: list[str] = []
+        self._subgraph_attrs = {  # by output names, to restore at export
+            tuple(n.output): [a for a in n.attribute if a.type in (5, 10)]  # GRAPH, GRAPHS
+            for n in model.graph.node
+            if any(a.type in (5, 10) for a in n.attribute)
+        }
 
     # -- queries ------------------------------------------------------------------------------
 
@@ -58,6 +73,11 @@ class GraphEditor:
         if isinstance(tensor, self._gs.Constant):
             return np.asarray(tensor.values)
         return None
+
+    def shape(self, tensor: Any) -> list[int | str | None] | None:
+        """A tensor's shape (from the model's inputs, outputs or value_info), or None."""
+        shape = getattr(tensor, "shape", None)
+        return shape if shape is not None else self._shapes.get(tensor.name)
 
     def is_graph_output(self, tensor: Any) -> bool:
         return any(t is tensor for t in self.graph.outputs)
@@ -162,8 +182,11 @@ class GraphEditor:
             self._removed.clear()
         # export writes the constants reachable from nodes and graph outputs only, so the
         # parameters of removed nodes (a folded BN's) disappear with them
-        exported = self._gs.export_onnx(self.graph, do_type_check=False)
+        exported = self._export_large_tensors_aside()
+        if self._restore_subgraphs(exported):
+            self._add_constants_only_subgraphs_read(exported)
         t = self.template
+        self._carry_value_info(exported)
         exported.ir_version = t.ir_version
         exported.producer_name = t.producer_name
         exported.producer_version = t.producer_version
@@ -179,3 +202,86 @@ class GraphEditor:
         exported.graph.name = t.graph.name
         exported.graph.doc_string = t.graph.doc_string
         return exported
+
+    def _carry_value_info(self, exported: Any) -> None:
+        """Add the template's value_info for tensors that still exist, keeping gs's own."""
+        have = {vi.name for vi in exported.graph.value_info}
+        have.update(v.name for v in exported.graph.input)
+        have.update(v.name for v in exported.graph.output)
+        wanted = {o for n in exported.graph.node for o in n.output} - have
+        exported.graph.value_info.extend(
+            vi for vi in self.template.graph.value_info if vi.name in wanted
+        )
+
+    def _export_large_tensors_aside(self) -> Any:
+        """``gs.export_onnx`` with unchanged tensors over 1 GiB exported as shells, then refilled.
+
+        onnx's ``make_graph`` serializes each initializer while building the graph, which fails
+        for a tensor over 2 GiB; ``CopyFrom`` of the original proto afterwards does not.
+        Tensors a pass changed (numpy values) are exported normally.
+        """
+        from onnx import TensorProto  # noqa: PLC0415
+        from onnx_graphsurgeon.ir.tensor import LazyValues  # noqa: PLC0415
+
+        swapped = []
+        for tensor in self.graph.tensors().values():
+            values = getattr(tensor, "_values", None)  # LazyValues until a pass reads it
+            if not isinstance(values, LazyValues):
+                continue
+            proto = values.tensor
+            elements = math.prod(proto.dims)  # numpy's prod is slow on 80k tiny tensors
+            if elements * 8 <= 2**30:
+                continue
+            if proto.HasField("raw_data") and elements * np.dtype(tensor.dtype).itemsize > 2**30:
+                shell = TensorProto(name=proto.name, data_type=proto.data_type, dims=proto.dims)
+                swapped.append((tensor, values, proto))
+                tensor._values = LazyValues(shell)
+        try:
+            exported = self._gs.export_onnx(self.graph, do_type_check=False)
+        finally:
+            for tensor, values, _ in swapped:
+                tensor._values = values
+        full = {proto.name: proto for _, _, proto in swapped}
+        for init in exported.graph.initializer:
+            if init.name in full:
+                init.CopyFrom(full[init.name])
+        return exported
+
+    def _restore_subgraphs(self, exported: Any) -> bool:
+        """Put back the template's subgraph attributes byte for byte; True if there were any.
+
+        gs re-exports subgraphs with copies of the outer constants they read and extra
+        value_info; passes never change what a subgraph reads, so the originals are right.
+        """
+        restored = False
+        for node in exported.graph.node:
+            original = self._subgraph_attrs.get(tuple(node.output))
+            if original:
+                restored = True
+                by_name = {a.name: a for a in original}
+                for attr in node.attribute:
+                    if attr.name in by_name:
+                        attr.CopyFrom(by_name[attr.name])
+        return restored
+
+    def _add_constants_only_subgraphs_read(self, exported: Any) -> None:
+        from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter  # noqa: PLC0415
+
+        from onnxq.graph.order import outer_tensors_read, subgraphs  # noqa: PLC0415
+
+        have = {i.name for i in exported.graph.initializer}
+        for node in self.graph.nodes:
+            if not subgraphs(node):
+                continue
+            for tensor in outer_tensors_read(node):
+                if isinstance(tensor, self._gs.Constant) and tensor.name not in have:
+                    exported.graph.initializer.append(OnnxExporter.export_tensor_proto(tensor))
+                    have.add(tensor.name)
+
+
+def _dims(value_info: Any) -> list[int | str | None] | None:
+    """The shape of a ValueInfoProto as gs writes shapes (ints, names or None), or None."""
+    t = value_info.type.tensor_type
+    if not t.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim]

@@ -106,18 +106,18 @@ def scale_graph(editor: GraphEditor, *, relu6: str = "keep") -> ScalingReport:
 # -- finding chains ---------------------------------------------------------------------------
 
 
-def _out_axis(layer: Layer) -> int | str:
+def _out_axis(editor: GraphEditor, layer: Layer) -> int | str:
     if layer.op == "MatMul":
-        rank = tensor_rank(layer.node.inputs[0])
+        rank = tensor_rank(editor, layer.node.inputs[0])
         return 1 if rank == 2 else "last"
     return 1
 
 
-def _in_axis(layer: Layer) -> int | str | None:
+def _in_axis(editor: GraphEditor, layer: Layer) -> int | str | None:
     if layer.op == "Gemm":
         return None if int(layer.node.attrs.get("transA", 0)) else 1
     if layer.op == "MatMul":
-        rank = tensor_rank(layer.node.inputs[0])
+        rank = tensor_rank(editor, layer.node.inputs[0])
         return 1 if rank == 2 else "last"
     return 1
 
@@ -177,7 +177,7 @@ def _next_link(editor: GraphEditor, layer: Layer) -> Link | None:
         if nxt is not None:
             if user.inputs[0] is not tensor:
                 return None
-            a, b = _out_axis(layer), _in_axis(nxt)
+            a, b = _out_axis(editor, layer), _in_axis(editor, nxt)
             if a != b or layer.out_channels != nxt.in_channels:
                 return None
             return Link(layer, ops, nxt)

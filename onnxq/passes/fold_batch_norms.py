@@ -199,7 +199,7 @@ def _fold_after(editor: GraphEditor, bn: _BN, result: FoldResult) -> str | None:
         return f"its input is not {prod.name}'s main output"
     if editor.only_consumer(x) is not bn.node:
         return f"{prod.name}'s output is also read elsewhere"
-    if layer.op == "MatMul" and tensor_rank(prod.inputs[0]) != 2:
+    if layer.op == "MatMul" and tensor_rank(editor, prod.inputs[0]) != 2:
         return f"MatMul {prod.name}'s input is not known to be 2-D"
     if len(bn.scale) != layer.out_channels:
         return f"{len(bn.scale)} BN channels but {layer.out_channels} layer outputs"
@@ -246,7 +246,7 @@ def _fold_before(editor: GraphEditor, bn: _BN, result: FoldResult) -> str | None
         return f"{user.name} pads its input (not exact)"
     if layer.op == "Gemm" and int(user.attrs.get("transA", 0)):
         return f"{user.name} has transA=1"
-    if layer.op == "MatMul" and through is None and tensor_rank(user.inputs[0]) != 2:
+    if layer.op == "MatMul" and through is None and tensor_rank(editor, user.inputs[0]) != 2:
         return f"MatMul {user.name}'s input is not known to be 2-D"
     if len(scale) != layer.in_channels:
         return f"{len(scale)} channels but {user.name} takes {layer.in_channels}"
@@ -272,7 +272,7 @@ def _fold_before(editor: GraphEditor, bn: _BN, result: FoldResult) -> str | None
 def _flatten_repeat(editor: GraphEditor, bn: _BN, node: Any) -> tuple[int, str]:
     """How many flattened positions each BN channel covers; or a reason it is not foldable."""
     channels = len(bn.scale)
-    shape = getattr(bn.node.inputs[0], "shape", None)
+    shape = editor.shape(bn.node.inputs[0])
     if node.op == "Flatten":
         if int(node.attrs.get("axis", 1)) != 1:
             return 0, f"{node.name} flattens from axis {node.attrs.get('axis')}, not 1"

@@ -68,8 +68,10 @@ def fold_high_biases_graph(
         if amount is None or not np.any(amount):
             continue
         bias1 = read_bias(editor, first)
-        if bias1 is None or (second.op == "MatMul" and tensor_rank(second.node.inputs[0]) != 2):
+        if bias1 is None:
             continue
+        if second.op == "MatMul" and tensor_rank(editor, second.node.inputs[0]) != 2:
+            continue  # a bias needs the MatMul turned into a Gemm, which needs a 2-D input
         bias2 = read_bias(editor, second)
         w2 = second.weight.astype(np.float64)
         extra = second.out_view.sum(second.in_view.scale(w2, amount))

@@ -176,9 +176,9 @@ def as_layer(editor: GraphEditor, node: Any) -> Layer | None:
     return Layer(node, w, 1)
 
 
-def tensor_rank(tensor: Any) -> int | None:
+def tensor_rank(editor: GraphEditor, tensor: Any) -> int | None:
     """Rank of a tensor from its (inferred) shape, or None if unknown."""
-    shape = getattr(tensor, "shape", None)
+    shape = editor.shape(tensor)
     return None if shape is None else len(shape)
 
 

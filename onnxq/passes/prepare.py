@@ -98,12 +98,6 @@ def prepare_graph(editor: GraphEditor) -> PrepareResult:
     """Apply the preparation rules to an open graph; see :func:`prepare_model`."""
     result = PrepareResult(model=None, modified=False)
     top = {id(n) for n in editor.graph.nodes}
-    result.subgraph_nodes = [n.name or n.op for n in editor.graph.nodes if subgraphs(n)]
-    for name in result.subgraph_nodes:
-        warnings.warn(
-            f"node {name!r} has subgraphs; onnxq's passes leave it and what it reads untouched",
-            stacklevel=3,
-        )
     for node in list(editor.graph.nodes):
         if node.op == "Constant":
             _lift_constant(editor, node, top, result)
@@ -111,9 +105,17 @@ def prepare_graph(editor: GraphEditor) -> PrepareResult:
         if node.op == "Identity" and id(node) not in editor._removed:
             _skip_identity(editor, node, top, result)
     _name_nodes(editor, result)
+    result.subgraph_nodes = [n.name for n in editor.nodes if subgraphs(n)]
+    for name in result.subgraph_nodes:
+        warnings.warn(
+            f"node {name!r} has subgraphs; onnxq's passes leave it and what it reads untouched",
+            stacklevel=3,
+        )
+    before = [id(n) for n in editor.nodes]
     topological_sort(editor.graph)
+    reordered = [id(n) for n in editor.nodes] != before
     result.modified = bool(
-        result.constants_lifted or result.identities_removed or result.nodes_named
+        result.constants_lifted or result.identities_removed or result.nodes_named or reordered
     )
     return result
 
