@@ -1,0 +1,158 @@
+"""Range estimators: tf is AIMET's min/max exactly; the searching schemes beat it where they
+should, checked against independent computations on the data itself."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from onnxq import encoding_from_range
+from onnxq.errors import InvalidInputError
+from onnxq.quantization.estimators import (
+    MinMaxEstimator,
+    MseEstimator,
+    PercentileEstimator,
+    TfEnhancedEstimator,
+    make_estimator,
+)
+
+GRIDS = [
+    {"symmetric": False},
+    {"symmetric": True},
+    {"symmetric": True, "strict_symmetric": True},
+    {"symmetric": True, "unsigned_symmetric": True},
+]
+
+
+def _batches(seed=0, n=4, size=2000, outlier=None):
+    rng = np.random.default_rng(seed)
+    out = [rng.standard_normal(size) * (1 + i) + 0.3 * i for i in range(n)]
+    if outlier is not None:
+        out[-1][0] = outlier
+    return out
+
+
+def _mse(x, enc):
+    return float(np.mean((x - enc.quantize_dequantize(x)) ** 2))
+
+
+@pytest.mark.parametrize("grid", GRIDS)
+def test_tf_is_aimets_min_max_over_all_batches(grid):
+    est = MinMaxEstimator()
+    batches = _batches()
+    for b in batches:
+        est.update(b)
+    data = np.concatenate(batches)
+    enc = est.encoding(8, **grid)
+    expected = encoding_from_range(float(data.min()), float(data.max()), 8, **grid)
+    assert enc.scale == expected.scale and enc.offset == expected.offset
+
+
+def test_tf_per_channel_keeps_channels_apart():
+    est = make_estimator("tf", channels=3)
+    x = np.array([[-1.0, 2.0], [0.0, 5.0], [-7.0, -3.0]])
+    est.update(x)
+    est.update(x * 0.5)
+    lo, hi = est.compute()
+    np.testing.assert_array_equal(lo, [-1, 0, -7])
+    np.testing.assert_array_equal(hi, [2, 5, -1.5])
+    enc = est.encoding(8, axis=1)
+    assert enc.enc_type == "PER_CHANNEL" and enc.scale.shape == (3,)
+
+
+def test_percentile_100_is_min_max_and_99_matches_numpy_within_a_bin():
+    batches = _batches(outlier=40.0)
+    data = np.concatenate(batches)
+    full = PercentileEstimator(percentile=100)
+    p99 = PercentileEstimator(percentile=99)
+    for b in batches:
+        full.update(b)
+        p99.update(b)
+    assert full.compute() == (pytest.approx([data.min()]), pytest.approx([data.max()]))
+    lo, hi = p99.compute()
+    width = p99.histogram.width[0]
+    assert abs(lo[0] - np.percentile(data, 1)) <= width
+    assert abs(hi[0] - np.percentile(data, 99)) <= width
+
+
+@pytest.mark.parametrize("grid", GRIDS[:2])
+def test_tf_enhanced_and_mse_clip_rare_outliers_at_4_bits_and_lower_the_real_error(grid):
+    # at 4 bits, ten values at ±8σ widen min/max so much that clipping them costs less than
+    # the rounding noise they cause (a lone outlier at 8 bits is cheaper to keep)
+    rng = np.random.default_rng(7)
+    batches = [rng.standard_normal(2000) for _ in range(4)]
+    batches[-1][:10] = 8.0 * np.sign(rng.standard_normal(10))
+    data = np.concatenate(batches)
+    tf, enh, mse = MinMaxEstimator(), TfEnhancedEstimator(), MseEstimator()
+    for b in batches:
+        for est in (tf, enh, mse):
+            est.update(b)
+    err_tf = _mse(data, tf.encoding(4, **grid))
+    for est in (enh, mse):
+        _, hi = est.compute(4, **grid)
+        assert hi[0] < 6  # the ±8 outliers are clipped
+        # measured on the data itself, not on the histogram the estimator saw
+        assert _mse(data, est.encoding(4, **grid)) < 0.8 * err_tf
+
+
+def _tf_enhanced_reference(data, bins_mids, probs, bw, symmetric):
+    """Brute force, loop by loop: AIMET's candidates and cost as aimet-facts §5 states them."""
+    steps = 2**bw - 1
+    lo, hi = min(data.min(), 0.0), max(data.max(), 0.0)
+    cands = [(lo, hi)]
+    if symmetric:
+        absmax = max(-lo, hi)
+        cands += [(-absmax * j / 100, absmax * j / 100) for j in range(1, 102)]
+    else:
+        dmax = (hi - lo) / steps
+        for k in range(1, 18):
+            d = dmax * k / 16
+            for i in range(21):
+                o = -steps + i * steps / 20
+                a, b = max(o * d, lo), min((o + steps) * d, hi)
+                if (a <= lo and b >= hi) or b <= a:
+                    continue
+                cands.append((a, b))
+    best, best_cost = None, np.inf
+    for a, b in cands:
+        enc = encoding_from_range(a, b, bw, symmetric=symmetric)
+        qlo, qhi = float(enc.min), float(enc.max)
+        cost = 0.0
+        for m, p in zip(bins_mids, probs, strict=True):
+            if qlo <= m <= qhi:
+                q = np.floor(m / float(enc.scale) - float(enc.offset) + 0.5)
+                cost += p * (m - float(enc.scale) * (q + float(enc.offset))) ** 2
+            else:
+                cost += 3 * p * (m - min(max(m, qlo), qhi)) ** 2
+        if cost < best_cost:
+            best, best_cost = (a, b), cost
+    return best
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_tf_enhanced_picks_the_brute_force_candidate(symmetric):
+    rng = np.random.default_rng(5)
+    data = np.concatenate([rng.standard_t(3, 3000), [25.0]])
+    est = TfEnhancedEstimator(bins=128)
+    est.update(data)
+    h = est.histogram
+    p = h.counts[0] / h.counts[0].sum()
+    expected = _tf_enhanced_reference(data, h.mids()[0], p, 4, symmetric)
+    lo, hi = est.compute(4, symmetric=symmetric)
+    assert (lo[0], hi[0]) == pytest.approx(expected)
+
+
+def test_unsigned_symmetric_on_relu_data_keeps_min_max_for_tf_enhanced():
+    est = TfEnhancedEstimator()
+    est.update(np.abs(np.random.default_rng(1).standard_normal(1000)))
+    lo, hi = est.compute(8, symmetric=True, unsigned_symmetric=True)
+    assert lo[0] == est.min[0] and hi[0] == est.max[0]
+
+
+def test_errors_are_one_line_and_name_the_problem():
+    with pytest.raises(InvalidInputError, match="unknown quant scheme 'tf_enhancd'"):
+        make_estimator("tf_enhancd")
+    with pytest.raises(InvalidInputError, match="no statistics yet"):
+        MinMaxEstimator().compute()
+    with pytest.raises(InvalidInputError, match="percentile must be in"):
+        PercentileEstimator(percentile=30)
