@@ -12,6 +12,7 @@ scheme             range
                    in-range rounding noise plus 3× the saturation error, lowest wins
 ``percentile``     the ``(100 − p)``-th and ``p``-th percentiles of the histogram
 ``mse``            the candidate range with the least quantization MSE (rounding + clipping)
+``entropy``        the candidate range with the least KL divergence (TensorRT's criterion)
 =================  ====================================================================
 
 Every estimator handles per-tensor (``channels=1``) and per-channel statistics (``update``
@@ -32,6 +33,7 @@ from onnxq.quantization.ranges import encoding_from_range, scale_offset_from_ran
 
 __all__ = [
     "SCHEMES",
+    "EntropyEstimator",
     "MinMaxEstimator",
     "MseEstimator",
     "PercentileEstimator",
@@ -189,6 +191,14 @@ class _SearchEstimator(_HistogramEstimator):
     ) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
+    def _usable(self, lo: np.ndarray, hi: np.ndarray, steps: int, width: float) -> np.ndarray:
+        return np.ones(len(lo), dtype=bool)
+
+    def _cost(
+        self, mids: np.ndarray, p: np.ndarray, scale: np.ndarray, offset: np.ndarray, steps: int
+    ) -> np.ndarray:
+        return _qdq_cost(mids, p, scale, offset, steps, self.saturation_weight)
+
     def compute(
         self,
         bitwidth: int = 8,
@@ -211,13 +221,13 @@ class _SearchEstimator(_HistogramEstimator):
             if hi - lo <= 0:
                 continue
             c_lo, c_hi = self._candidates(lo, hi, steps, grid)
+            usable = self._usable(c_lo, c_hi, steps, h.width[c])
+            c_lo, c_hi = c_lo[usable], c_hi[usable]
             if len(c_lo) <= 1:
-                continue
+                continue  # nothing to choose from: keep min/max
             scale, offset = scale_offset_from_range(c_lo, c_hi, bitwidth, **grid)
             p = h.counts[c] / h.counts[c].sum()
-            cost = _qdq_cost(
-                mids[c], p, scale, offset.astype(np.float64), steps, self.saturation_weight
-            )
+            cost = self._cost(mids[c], p, scale, offset.astype(np.float64), steps)
             best = int(np.argmin(cost))
             lo_out[c], hi_out[c] = c_lo[best], c_hi[best]
         return lo_out, hi_out
@@ -274,12 +284,70 @@ class MseEstimator(_SearchEstimator):
         return np.repeat(f * lo, len(f)), np.tile(f * hi, len(f))
 
 
+class EntropyEstimator(MseEstimator):
+    """``entropy``: the candidate range whose quantized distribution diverges least (KL).
+
+    TensorRT's criterion on the same candidates as ``mse``: the reference distribution ``P``
+    is the histogram with the mass outside a candidate range moved to its edge bins; ``Q``
+    spreads each quantization level's share of ``P`` evenly over that level's non-empty bins;
+    the range with the least ``KL(P‖Q)`` wins. As in TensorRT, a range must span at least one
+    bin per quantization level (else ``Q`` copies ``P`` and the divergence says nothing), so
+    the histogram is finer (2048 bins).
+    """
+
+    def __init__(self, channels: int = 1, bins: int = 2048) -> None:
+        super().__init__(channels, bins)
+
+    def _usable(self, lo: np.ndarray, hi: np.ndarray, steps: int, width: float) -> np.ndarray:
+        wide = (hi - lo) / width >= steps + 1
+        return wide if wide.any() else np.zeros(len(lo), dtype=bool)
+
+    def _cost(
+        self, mids: np.ndarray, p: np.ndarray, scale: np.ndarray, offset: np.ndarray, steps: int
+    ) -> np.ndarray:
+        return _kl_divergence(mids, p, scale, offset, steps)
+
+
+def _kl_divergence(
+    mids: np.ndarray, p: np.ndarray, scale: np.ndarray, offset: np.ndarray, steps: int
+) -> np.ndarray:
+    """``KL(P‖Q)`` of each candidate grid (``[K]``) on a histogram; see EntropyEstimator."""
+    k, b = len(scale), len(mids)
+    s, o = scale[:, None], offset[:, None]
+    qlo, qhi = s * o, s * (o + steps)
+    inside = (mids[None, :] >= qlo) & (mids[None, :] <= qhi)
+    sliced = np.where(inside, p[None, :], 0.0)
+    # P: the clipped mass piled onto the first / last bin inside the range (MXNet/TensorRT);
+    # Q is built from the slice without it, so a range that clips much pays for the spike
+    ref = sliced.copy()
+    below = np.where(mids[None, :] < qlo, p[None, :], 0.0).sum(axis=1)
+    above = np.where(mids[None, :] > qhi, p[None, :], 0.0).sum(axis=1)
+    has_inside = inside.any(axis=1)
+    first = np.where(has_inside, inside.argmax(axis=1), 0)
+    last = np.where(has_inside, b - 1 - inside[:, ::-1].argmax(axis=1), b - 1)
+    rows = np.arange(k)
+    np.add.at(ref, (rows, first), below)
+    np.add.at(ref, (rows, last), above)
+    level = np.clip(np.floor(np.clip(mids[None, :], qlo, qhi) / s - o + 0.5), 0, steps)
+    ids = (rows[:, None] * (steps + 1) + level).astype(np.int64).ravel()
+    mass = np.bincount(ids, weights=sliced.ravel(), minlength=k * (steps + 1))
+    nonzero = np.bincount(ids, weights=(sliced > 0).ravel(), minlength=k * (steps + 1))
+    q = np.where(sliced > 0, (mass / np.maximum(nonzero, 1))[ids].reshape(k, b), 0.0)
+    ref /= np.maximum(ref.sum(axis=1, keepdims=True), 1e-300)
+    q /= np.maximum(q.sum(axis=1, keepdims=True), 1e-300)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # a bin P has and Q lacks (only the piled-up edge can be one) costs as if Q were tiny
+        terms = np.where(ref > 0, ref * np.log(ref / np.maximum(q, 1e-12)), 0.0)
+    return terms.sum(axis=1)
+
+
 SCHEMES = {
     "tf": MinMaxEstimator,
     "min_max": MinMaxEstimator,
     "tf_enhanced": TfEnhancedEstimator,
     "percentile": PercentileEstimator,
     "mse": MseEstimator,
+    "entropy": EntropyEstimator,
 }
 
 

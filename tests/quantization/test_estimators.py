@@ -156,3 +156,62 @@ def test_errors_are_one_line_and_name_the_problem():
         MinMaxEstimator().compute()
     with pytest.raises(InvalidInputError, match="percentile must be in"):
         PercentileEstimator(percentile=30)
+
+
+def _kl_reference(mids, p, lo, hi, bw):
+    """KL(P‖Q) for one range, loop by loop (MXNet/TensorRT's construction)."""
+    enc = encoding_from_range(lo, hi, bw)
+    s, o, steps = float(enc.scale), float(enc.offset), 2**bw - 1
+    qlo, qhi = s * o, s * (o + steps)
+    inside = [i for i, m in enumerate(mids) if qlo <= m <= qhi]
+    sliced = [p[i] if i in inside else 0.0 for i in range(len(mids))]
+    ref = list(sliced)
+    ref[inside[0]] += sum(p[i] for i, m in enumerate(mids) if m < qlo)
+    ref[inside[-1]] += sum(p[i] for i, m in enumerate(mids) if m > qhi)
+    levels = {}
+    for i in inside:
+        lv = min(max(np.floor(mids[i] / s - o + 0.5), 0), steps)
+        levels.setdefault(lv, []).append(i)
+    q = [0.0] * len(mids)
+    for members in levels.values():
+        nz = [i for i in members if sliced[i] > 0]
+        for i in nz:
+            q[i] = sum(sliced[j] for j in members) / len(nz)
+    ref_sum, q_sum = sum(ref), sum(q)
+    return sum(
+        (r / ref_sum) * np.log((r / ref_sum) / max(qq / q_sum, 1e-12))
+        for r, qq in zip(ref, q, strict=True)
+        if r > 0
+    )
+
+
+def test_entropy_divergence_matches_a_loop_by_loop_reference():
+    from onnxq.quantization.estimators import _kl_divergence  # noqa: PLC0415
+    from onnxq.quantization.ranges import scale_offset_from_range  # noqa: PLC0415
+
+    rng = np.random.default_rng(11)
+    est = make_estimator("entropy", bins=96)
+    est.update(np.concatenate([rng.standard_normal(5000), [6.0, -5.0]]))
+    h = est.histogram
+    mids, p = h.mids()[0], h.counts[0] / h.counts[0].sum()
+    ranges = [(-2.0, 2.5), (-5.0, 6.0), (-1.0, 3.0)]
+    lo = np.array([r[0] for r in ranges])
+    hi = np.array([r[1] for r in ranges])
+    scale, offset = scale_offset_from_range(lo, hi, 3)
+    got = _kl_divergence(mids, p, scale, offset.astype(np.float64), 7)
+    expected = [_kl_reference(mids, p, a, b, 3) for a, b in ranges]
+    np.testing.assert_allclose(got, expected, rtol=1e-9)
+
+
+@pytest.mark.parametrize("bw", [4, 8])
+def test_entropy_ranges_span_a_bin_per_level_and_stay_inside_the_data(bw):
+    rng = np.random.default_rng(7)
+    data = rng.standard_normal(80000)
+    data[:10] = 8.0
+    est = make_estimator("entropy")
+    est.update(data)
+    for grid in GRIDS[:2]:
+        lo, hi = est.compute(bw, **grid)
+        assert (hi[0] - lo[0]) / est.histogram.width[0] >= 2**bw
+        absmax = max(-data.min(), data.max())
+        assert -absmax <= lo[0] <= 0 <= hi[0] <= absmax
