@@ -38,7 +38,7 @@ def test_console_script_is_declared():
     assert 'onnxq = "onnxq.cli:main"' in text
 
 
-def test_wheel_carries_the_hardware_configs(tmp_path):
+def test_wheel_carries_the_hardware_configs_and_kernel_sources(tmp_path):
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
         check=True,
@@ -49,5 +49,6 @@ def test_wheel_carries_the_hardware_configs(tmp_path):
     shipped = {p.name for p in (ROOT / "hwconfigs").glob("*.json")}
     assert len(shipped) == 10
     assert {f"onnxq/hwconfigs/{n}" for n in shipped} <= names
+    assert "onnxq/kernels/onnxq_ops.cc" in names  # built on first use after install
     modules = {str(p.relative_to(ROOT)) for p in (ROOT / "onnxq").rglob("*.py")}
     assert modules <= names, f"modules missing from the wheel: {sorted(modules - names)}"

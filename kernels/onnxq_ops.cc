@@ -1,0 +1,243 @@
+// onnxq's onnxruntime custom ops (domain "onnxq"), stateless: every parameter is an input or
+// an attribute, so a session can run with new encodings without being rebuilt and a saved
+// model runs in any process that loads this library.
+//
+//   FakeQuantize(X, scale, offset) -> Y
+//     q = clamp(round(X / scale) - offset, qmin, qmax);  Y = (q + offset) * scale
+//     scale/offset: one value (per tensor), or one per channel along `axis`, or a block grid
+//     (`block_size` > 0 splits `axis` into blocks; the grid has the tensor's shape with that
+//     axis divided by block_size). `rounding`: 0 = half to even (ONNX QuantizeLinear),
+//     1 = half away from zero (AIMET's C round). `float16`: 1 = round-trip through float16.
+//
+//   Statistics(X, range_min, range_max) -> (min, max, histogram)
+//     per channel along `axis` (axis = -1: one channel): min and max of X, and a histogram of
+//     `bins` equal bins over [range_min, range_max] (values outside are not counted; compare
+//     min/max with the range to see whether any were).
+//
+// Built by onnxq/calibrate/native.py against the official onnxruntime headers; links to
+// nothing (ORT_API_MANUAL_INIT), so one build loads into any onnxruntime with a newer API.
+#define ORT_API_MANUAL_INIT
+#include <onnxruntime_cxx_api.h>
+#undef ORT_API_MANUAL_INIT
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace {
+
+struct Layout {
+  int64_t outer = 1, channels = 1, inner = 1;
+};
+
+Layout split(const std::vector<int64_t>& shape, int64_t axis) {
+  Layout l;
+  if (axis < 0) {
+    for (auto d : shape) l.inner *= d;
+    return l;
+  }
+  for (int64_t i = 0; i < static_cast<int64_t>(shape.size()); ++i) {
+    if (i < axis) l.outer *= shape[i];
+    else if (i == axis) l.channels = shape[i];
+    else l.inner *= shape[i];
+  }
+  return l;
+}
+
+inline float round_half_even(float v) { return std::nearbyint(v); }
+inline float round_half_away(float v) { return std::round(v); }
+
+float to_half_and_back(float v) {
+  Ort::Float16_t h(v);
+  return h.ToFloat();
+}
+
+template <bool kHalfAway>
+void fake_quant_run(const float* x, float* y, int64_t n, float s, float o, float lo, float hi) {
+  for (int64_t i = 0; i < n; ++i) {
+    float r = kHalfAway ? round_half_away(x[i] / s) : round_half_even(x[i] / s);
+    float q = std::min(std::max(r - o, lo), hi) + 0.0f;
+    y[i] = (q + o) * s;
+  }
+}
+
+struct FakeQuantizeKernel {
+  int64_t qmin, qmax, axis, block_size, rounding, float16;
+
+  FakeQuantizeKernel(const OrtApi&, const OrtKernelInfo* info) {
+    Ort::ConstKernelInfo ki(info);
+    qmin = ki.GetAttribute<int64_t>("qmin");
+    qmax = ki.GetAttribute<int64_t>("qmax");
+    axis = attr_or(ki, "axis", 0);
+    block_size = attr_or(ki, "block_size", 0);
+    rounding = attr_or(ki, "rounding", 0);
+    float16 = attr_or(ki, "float16", 0);
+  }
+
+  static int64_t attr_or(Ort::ConstKernelInfo& ki, const char* name, int64_t fallback) {
+    try {
+      return ki.GetAttribute<int64_t>(name);
+    } catch (const Ort::Exception&) {
+      return fallback;
+    }
+  }
+
+  void Compute(OrtKernelContext* context) {
+    Ort::KernelContext ctx(context);
+    auto X = ctx.GetInput(0);
+    auto S = ctx.GetInput(1);
+    auto O = ctx.GetInput(2);
+    auto shape = X.GetTensorTypeAndShapeInfo().GetShape();
+    const int64_t n = X.GetTensorTypeAndShapeInfo().GetElementCount();
+    const int64_t ns = S.GetTensorTypeAndShapeInfo().GetElementCount();
+    if (O.GetTensorTypeAndShapeInfo().GetElementCount() != ns)
+      throw std::runtime_error("FakeQuantize: scale and offset differ in size");
+    const float* x = X.GetTensorData<float>();
+    const float* s = S.GetTensorData<float>();
+    const float* o = O.GetTensorData<float>();
+    float* y = ctx.GetOutput(0, shape).GetTensorMutableData<float>();
+    const float lo = static_cast<float>(qmin), hi = static_cast<float>(qmax);
+    if (float16) {
+      for (int64_t i = 0; i < n; ++i) y[i] = to_half_and_back(x[i]);
+      return;
+    }
+    int64_t ax = axis < 0 ? axis + static_cast<int64_t>(shape.size()) : axis;
+    if (ns == 1) {
+      run(x, y, n, s[0], o[0], lo, hi);
+      return;
+    }
+    Layout l = split(shape, ax);
+    if (block_size > 0) {
+      // block grid: the same layout with the blocked axis divided into blocks
+      const int64_t blocks = (l.channels + block_size - 1) / block_size;
+      // grid index = ((outer_index, block), inner_index) flattened as the grid's own shape
+      if (ns != l.outer * blocks * l.inner)
+        throw std::runtime_error("FakeQuantize: scale does not match the block grid");
+      for (int64_t a = 0; a < l.outer; ++a)
+        for (int64_t c = 0; c < l.channels; ++c) {
+          const int64_t base = (a * l.channels + c) * l.inner;
+          const int64_t g = (a * blocks + c / block_size) * l.inner;
+          for (int64_t i = 0; i < l.inner; ++i)
+            run(x + base + i, y + base + i, 1, s[g + i], o[g + i], lo, hi);
+        }
+      return;
+    }
+    if (ns != l.channels) throw std::runtime_error("FakeQuantize: scale size != channels");
+    for (int64_t a = 0; a < l.outer; ++a)
+      for (int64_t c = 0; c < l.channels; ++c) {
+        const int64_t base = (a * l.channels + c) * l.inner;
+        run(x + base, y + base, l.inner, s[c], o[c], lo, hi);
+      }
+  }
+
+  void run(const float* x, float* y, int64_t n, float s, float o, float lo, float hi) const {
+    if (rounding) fake_quant_run<true>(x, y, n, s, o, lo, hi);
+    else fake_quant_run<false>(x, y, n, s, o, lo, hi);
+  }
+};
+
+struct FakeQuantizeOp : Ort::CustomOpBase<FakeQuantizeOp, FakeQuantizeKernel> {
+  void* CreateKernel(const OrtApi& api, const OrtKernelInfo* info) const {
+    return new FakeQuantizeKernel(api, info);
+  }
+  const char* GetName() const { return "FakeQuantize"; }
+  const char* GetExecutionProviderType() const { return "CPUExecutionProvider"; }
+  size_t GetInputTypeCount() const { return 3; }
+  ONNXTensorElementDataType GetInputType(size_t) const {
+    return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+  }
+  size_t GetOutputTypeCount() const { return 1; }
+  ONNXTensorElementDataType GetOutputType(size_t) const {
+    return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+  }
+};
+
+struct StatisticsKernel {
+  int64_t axis, bins;
+
+  StatisticsKernel(const OrtApi&, const OrtKernelInfo* info) {
+    Ort::ConstKernelInfo ki(info);
+    axis = FakeQuantizeKernel::attr_or(ki, "axis", -1);
+    bins = FakeQuantizeKernel::attr_or(ki, "bins", 512);
+  }
+
+  void Compute(OrtKernelContext* context) {
+    Ort::KernelContext ctx(context);
+    auto X = ctx.GetInput(0);
+    auto shape = X.GetTensorTypeAndShapeInfo().GetShape();
+    const float* x = X.GetTensorData<float>();
+    const float* rmin = ctx.GetInput(1).GetTensorData<float>();
+    const float* rmax = ctx.GetInput(2).GetTensorData<float>();
+    int64_t ax = axis < 0 ? -1 : axis;
+    Layout l = split(shape, ax);
+    const int64_t C = l.channels;
+    std::vector<int64_t> cshape{C}, hshape{C, bins};
+    float* mn = ctx.GetOutput(0, cshape).GetTensorMutableData<float>();
+    float* mx = ctx.GetOutput(1, cshape).GetTensorMutableData<float>();
+    int64_t* h = ctx.GetOutput(2, hshape).GetTensorMutableData<int64_t>();
+    std::fill(mn, mn + C, std::numeric_limits<float>::infinity());
+    std::fill(mx, mx + C, -std::numeric_limits<float>::infinity());
+    std::fill(h, h + C * bins, 0);
+    for (int64_t a = 0; a < l.outer; ++a)
+      for (int64_t c = 0; c < C; ++c) {
+        const float* p = x + (a * C + c) * l.inner;
+        float lo_c = mn[c], hi_c = mx[c];
+        for (int64_t i = 0; i < l.inner; ++i) {
+          lo_c = std::min(lo_c, p[i]);
+          hi_c = std::max(hi_c, p[i]);
+        }
+        mn[c] = lo_c;
+        mx[c] = hi_c;
+        const double lo = rmin[c], width = (static_cast<double>(rmax[c]) - lo) / bins;
+        if (!(width > 0)) continue;
+        int64_t* hc = h + c * bins;
+        for (int64_t i = 0; i < l.inner; ++i) {
+          const double v = p[i];
+          if (v < lo || v > rmax[c]) continue;
+          int64_t b = static_cast<int64_t>((v - lo) / width);
+          hc[std::min(b, bins - 1)] += 1;
+        }
+      }
+  }
+};
+
+struct StatisticsOp : Ort::CustomOpBase<StatisticsOp, StatisticsKernel> {
+  void* CreateKernel(const OrtApi& api, const OrtKernelInfo* info) const {
+    return new StatisticsKernel(api, info);
+  }
+  const char* GetName() const { return "Statistics"; }
+  const char* GetExecutionProviderType() const { return "CPUExecutionProvider"; }
+  size_t GetInputTypeCount() const { return 3; }
+  ONNXTensorElementDataType GetInputType(size_t) const {
+    return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+  }
+  size_t GetOutputTypeCount() const { return 3; }
+  ONNXTensorElementDataType GetOutputType(size_t i) const {
+    return i == 2 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64 : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+  }
+};
+
+}  // namespace
+
+extern "C" __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL
+RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
+  Ort::InitApi(api_base->GetApi(ORT_API_VERSION));
+  static FakeQuantizeOp fake_quantize;
+  static StatisticsOp statistics;
+  try {
+    Ort::CustomOpDomain domain("onnxq");
+    domain.Add(&fake_quantize);
+    domain.Add(&statistics);
+    Ort::UnownedSessionOptions(options).Add(domain);
+    // the domain must outlive the session options: hand it over on purpose
+    static std::vector<Ort::CustomOpDomain> keep;
+    keep.push_back(std::move(domain));
+  } catch (const std::exception& e) {
+    return Ort::GetApi().CreateStatus(ORT_FAIL, e.what());
+  }
+  return nullptr;
+}

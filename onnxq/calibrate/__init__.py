@@ -1,0 +1,1 @@
+"""Calibration: onnxq's custom onnxruntime ops (built from ``kernels/``) and statistics."""

@@ -1,0 +1,121 @@
+"""onnxq's custom onnxruntime ops, built from kernels/ on first use, against numpy references.
+
+These tests never skip: CI must build the kernels (headers from Debian's libonnxruntime-dev).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from onnx import TensorProto, helper
+
+from onnxq.calibrate.native import DOMAIN, kernel_library
+from onnxq.quantization.affine import quantize_dequantize
+
+
+@pytest.fixture(scope="module")
+def library():
+    return str(kernel_library())
+
+
+def _session(library, op, attrs, outputs):
+    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in "xso"]
+    outs = [helper.make_tensor_value_info(n, t, None) for n, t in outputs]
+    node = helper.make_node(op, list("xso"), [n for n, _ in outputs], domain=DOMAIN, **attrs)
+    model = helper.make_model(
+        helper.make_graph([node], "g", inputs, outs),
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)],
+    )
+    model.ir_version = 10
+    so = ort.SessionOptions()
+    so.register_custom_ops_library(library)
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def _fake_quant(library, x, scale, offset, **attrs):
+    sess = _session(library, "FakeQuantize", attrs, [("y", TensorProto.FLOAT)])
+    feeds = {"x": x, "s": np.asarray(scale, np.float32), "o": np.asarray(offset, np.float32)}
+    return sess.run(None, feeds)[0]
+
+
+GRIDS = [(0, 255, -128.0), (-128, 127, 0.0), (0, 15, -8.0), (0, 65535, -32768.0), (0, 3, -2.0)]
+
+
+@pytest.mark.parametrize(("qmin", "qmax", "offset"), GRIDS)
+@pytest.mark.parametrize("rounding", ["half_even", "half_away_from_zero"])
+def test_per_tensor_fake_quant_is_bit_identical_to_numpy(library, qmin, qmax, offset, rounding):
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((2, 8, 17, 5)) * 3).astype(np.float32)
+    # exact ties: values on half steps, where the two rounding modes differ
+    x.flat[:40] = (np.arange(40) - 20 + 0.5).astype(np.float32) * 0.05
+    scale = np.float32(0.05)
+    got = _fake_quant(
+        library, x, scale, offset, qmin=qmin, qmax=qmax, rounding=int(rounding != "half_even")
+    )
+    ref = quantize_dequantize(x, scale, offset, qmin=qmin, qmax=qmax, rounding=rounding)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, ref)
+
+
+@given(
+    shape=st.lists(st.integers(1, 6), min_size=1, max_size=4),
+    data=st.data(),
+)
+@settings(max_examples=40, deadline=None)
+def test_per_channel_and_per_block_match_numpy_on_any_axis(library, shape, data):
+    rng = np.random.default_rng(len(shape))
+    x = (rng.standard_normal(shape) * 2).astype(np.float32)
+    axis = data.draw(st.integers(0, len(shape) - 1))
+    channels = shape[axis]
+    scale = (rng.random(channels) * 0.1 + 0.01).astype(np.float32)
+    offset = rng.integers(-200, 0, channels).astype(np.float32)
+    got = _fake_quant(library, x, scale, offset, qmin=0, qmax=255, axis=axis)
+    ref = quantize_dequantize(x, scale, offset, qmin=0, qmax=255, axis=axis)
+    np.testing.assert_array_equal(got, ref)
+    block = data.draw(st.integers(1, channels))
+    grid_shape = list(shape)
+    grid_shape[axis] = -(-channels // block)
+    bscale = (rng.random(grid_shape) * 0.1 + 0.01).astype(np.float32)
+    boffset = np.full(grid_shape, -128, np.float32)
+    got = _fake_quant(library, x, bscale, boffset, qmin=0, qmax=255, axis=axis, block_size=block)
+    ref = quantize_dequantize(x, bscale, boffset, qmin=0, qmax=255, axis=axis, block_size=block)
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_float16_round_trip_mode(library):
+    x = np.array([1.0, 1.0 + 2**-12, 65504.0, 1e-8, -3.14159], np.float32)
+    got = _fake_quant(library, x, 1.0, 0.0, qmin=0, qmax=1, float16=1)
+    np.testing.assert_array_equal(got, x.astype(np.float16).astype(np.float32))
+
+
+def test_new_encodings_apply_without_a_new_session(library):
+    sess = _session(library, "FakeQuantize", {"qmin": 0, "qmax": 255}, [("y", TensorProto.FLOAT)])
+    x = np.linspace(-1, 1, 101, dtype=np.float32)
+    for scale in (0.1, 0.01):
+        feeds = {"x": x, "s": np.array(scale, np.float32), "o": np.array(-128, np.float32)}
+        got = sess.run(None, feeds)[0]
+        ref = quantize_dequantize(x, np.float32(scale), -128.0, qmin=0, qmax=255)
+        np.testing.assert_array_equal(got, ref)
+
+
+@pytest.mark.parametrize("axis", [-1, 0, 1, 3])
+def test_statistics_min_max_and_histogram(library, axis):
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((2, 5, 7, 9)) * 2).astype(np.float32)
+    channels = 1 if axis < 0 else x.shape[axis]
+    lo = np.full(channels, -2.5, np.float32)
+    hi = np.full(channels, 3.0, np.float32)
+    outputs = [("mn", TensorProto.FLOAT), ("mx", TensorProto.FLOAT), ("h", TensorProto.INT64)]
+    sess = _session(library, "Statistics", {"axis": axis, "bins": 32}, outputs)
+    mn, mx, hist = sess.run(None, {"x": x, "s": lo, "o": hi})
+    rows = x.reshape(1, -1) if axis < 0 else np.moveaxis(x, axis, 0).reshape(channels, -1)
+    np.testing.assert_array_equal(mn, rows.min(axis=1))
+    np.testing.assert_array_equal(mx, rows.max(axis=1))
+    for c in range(channels):
+        # values outside the range are not counted (min/max tell the caller they exist)
+        expected, _ = np.histogram(rows[c], bins=32, range=(-2.5, 3.0))
+        np.testing.assert_array_equal(hist[c], expected)
+    assert hist.sum() < x.size
