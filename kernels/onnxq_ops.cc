@@ -106,33 +106,55 @@ struct FakeQuantizeKernel {
       return;
     }
     int64_t ax = axis < 0 ? axis + static_cast<int64_t>(shape.size()) : axis;
+    // Work is cut into spans of contiguous elements sharing one (scale, offset), then run on
+    // onnxruntime's intra-op thread pool.
+    Work w{this, x, y, s, o, lo, hi, {}};
     if (ns == 1) {
-      run(x, y, n, s[0], o[0], lo, hi);
-      return;
-    }
-    Layout l = split(shape, ax);
-    if (block_size > 0) {
-      // block grid: the same layout with the blocked axis divided into blocks
-      const int64_t blocks = (l.channels + block_size - 1) / block_size;
-      // grid index = ((outer_index, block), inner_index) flattened as the grid's own shape
-      if (ns != l.outer * blocks * l.inner)
-        throw std::runtime_error("FakeQuantize: scale does not match the block grid");
-      for (int64_t a = 0; a < l.outer; ++a)
-        for (int64_t c = 0; c < l.channels; ++c) {
-          const int64_t base = (a * l.channels + c) * l.inner;
-          const int64_t g = (a * blocks + c / block_size) * l.inner;
-          for (int64_t i = 0; i < l.inner; ++i)
-            run(x + base + i, y + base + i, 1, s[g + i], o[g + i], lo, hi);
-        }
-      return;
-    }
-    if (ns != l.channels) throw std::runtime_error("FakeQuantize: scale size != channels");
-    for (int64_t a = 0; a < l.outer; ++a)
-      for (int64_t c = 0; c < l.channels; ++c) {
-        const int64_t base = (a * l.channels + c) * l.inner;
-        run(x + base, y + base, l.inner, s[c], o[c], lo, hi);
+      const int64_t chunk = 1 << 15;
+      for (int64_t start = 0; start < n; start += chunk)
+        w.spans.push_back({start, std::min(chunk, n - start), 0});
+    } else {
+      Layout l = split(shape, ax);
+      if (block_size > 0) {
+        const int64_t blocks = (l.channels + block_size - 1) / block_size;
+        if (ns != l.outer * blocks * l.inner)
+          throw std::runtime_error("FakeQuantize: scale does not match the block grid");
+        for (int64_t a = 0; a < l.outer; ++a)
+          for (int64_t c = 0; c < l.channels; ++c)
+            for (int64_t i = 0; i < l.inner; ++i)
+              w.spans.push_back(
+                  {(a * l.channels + c) * l.inner + i, 1, (a * blocks + c / block_size) * l.inner + i});
+      } else {
+        if (ns != l.channels) throw std::runtime_error("FakeQuantize: scale size != channels");
+        for (int64_t a = 0; a < l.outer; ++a)
+          for (int64_t c = 0; c < l.channels; ++c)
+            w.spans.push_back({(a * l.channels + c) * l.inner, l.inner, c});
       }
+    }
+    if (w.spans.size() > 1 && n >= (1 << 16)) {
+      ctx.ParallelFor(&Work::run_one, w.spans.size(), 0, &w);
+    } else {
+      for (size_t i = 0; i < w.spans.size(); ++i) Work::run_one(&w, i);
+    }
   }
+
+  struct Span {
+    int64_t start, count, param;
+  };
+  struct Work {
+    const FakeQuantizeKernel* kernel;
+    const float *x;
+    float* y;
+    const float *s, *o;
+    float lo, hi;
+    std::vector<Span> spans;
+    static void run_one(void* data, size_t i) {
+      auto* w = static_cast<Work*>(data);
+      const Span& sp = w->spans[i];
+      w->kernel->run(w->x + sp.start, w->y + sp.start, sp.count, w->s[sp.param], w->o[sp.param],
+                     w->lo, w->hi);
+    }
+  };
 
   void run(const float* x, float* y, int64_t n, float s, float o, float lo, float hi) const {
     if (rounding) fake_quant_run<true>(x, y, n, s, o, lo, hi);
