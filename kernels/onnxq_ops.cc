@@ -12,7 +12,8 @@
 //   Statistics(X, range_min, range_max) -> (min, max, histogram)
 //     per channel along `axis` (axis = -1: one channel): min and max of X, and a histogram of
 //     `bins` equal bins over [range_min, range_max] (values outside are not counted; compare
-//     min/max with the range to see whether any were).
+//     min/max with the range to see whether any were). One-element ranges apply to every
+//     channel; an empty range (min == max) skips the histogram.
 //
 // Built by onnxq/calibrate/native.py against the official onnxruntime headers; links to
 // nothing (ORT_API_MANUAL_INIT), so one build loads into any onnxruntime with a newer API.
@@ -192,8 +193,11 @@ struct StatisticsKernel {
     auto X = ctx.GetInput(0);
     auto shape = X.GetTensorTypeAndShapeInfo().GetShape();
     const float* x = X.GetTensorData<float>();
-    const float* rmin = ctx.GetInput(1).GetTensorData<float>();
+    auto Rmin = ctx.GetInput(1);
+    const float* rmin = Rmin.GetTensorData<float>();
     const float* rmax = ctx.GetInput(2).GetTensorData<float>();
+    // one range for all channels when the ranges hold a single value
+    const int64_t rstride = Rmin.GetTensorTypeAndShapeInfo().GetElementCount() == 1 ? 0 : 1;
     int64_t ax = axis < 0 ? -1 : axis;
     Layout l = split(shape, ax);
     const int64_t C = l.channels;
@@ -214,12 +218,13 @@ struct StatisticsKernel {
         }
         mn[c] = lo_c;
         mx[c] = hi_c;
-        const double lo = rmin[c], width = (static_cast<double>(rmax[c]) - lo) / bins;
+        const double lo = rmin[c * rstride], hi = rmax[c * rstride];
+        const double width = (hi - lo) / bins;
         if (!(width > 0)) continue;
         int64_t* hc = h + c * bins;
         for (int64_t i = 0; i < l.inner; ++i) {
           const double v = p[i];
-          if (v < lo || v > rmax[c]) continue;
+          if (v < lo || v > hi) continue;
           int64_t b = static_cast<int64_t>((v - lo) / width);
           hc[std::min(b, bins - 1)] += 1;
         }

@@ -73,6 +73,15 @@ class RangeEstimator:
             self.min = np.minimum(self.min, rows.min(axis=1))
             self.max = np.maximum(self.max, rows.max(axis=1))
 
+    # -- statistics computed elsewhere (onnxq's Statistics op) ---------------------------------
+
+    needs_histogram = False
+
+    def update_min_max(self, bmin: Any, bmax: Any) -> None:
+        """Merge a batch's per-channel extremes."""
+        self.min = np.minimum(self.min, np.asarray(bmin, dtype=np.float64).reshape(-1))
+        self.max = np.maximum(self.max, np.asarray(bmax, dtype=np.float64).reshape(-1))
+
     def _check_seen(self) -> None:
         if not np.all(np.isfinite(self.min)):
             raise InvalidInputError("no statistics yet: call update() with data before compute()")
@@ -119,11 +128,28 @@ class _HistogramEstimator(RangeEstimator):
         super().__init__(channels)
         self.histogram = StreamingHistogram(channels, bins)
 
+    needs_histogram = True
+
     def update(self, x: Any) -> None:
         rows = self._rows(x)
         if rows.shape[1]:
             super().update(rows)
             self.histogram.update(rows)
+
+    def grid(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-channel ``(lo, hi)`` of the histogram grid (``bins`` equal bins)."""
+        return self.histogram.lo.copy(), self.histogram.hi.copy()
+
+    def covers(self, bmin: Any, bmax: Any) -> bool:
+        """Whether the current grid spans a batch with these extremes (and is set up)."""
+        lo, hi = self.grid()
+        started = self.histogram.width > 0
+        return bool(np.all(started & (np.asarray(bmin) >= lo) & (np.asarray(bmax) <= hi)))
+
+    def update_histogram(self, counts: Any, bmin: Any, bmax: Any) -> None:
+        """Merge a batch's counts on the current grid (see :meth:`grid`)."""
+        super().update_min_max(bmin, bmax)
+        self.histogram.add_counts(counts, bmin, bmax)
 
 
 class PercentileEstimator(_HistogramEstimator):
@@ -154,7 +180,10 @@ class PercentileEstimator(_HistogramEstimator):
             q = self.percentile / 100
             lo[c] = np.interp(1 - q, cum, edges)
             hi[c] = np.interp(q, cum, edges)
-        return np.maximum(lo, self.min), np.minimum(hi, self.max)
+        # inside the data's extremes, and never crossed (a constant channel has a tiny grid)
+        lo = np.clip(lo, self.min, self.max)
+        hi = np.clip(hi, lo, self.max)
+        return lo, hi
 
 
 def _qdq_cost(

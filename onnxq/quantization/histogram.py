@@ -35,12 +35,15 @@ class StreamingHistogram:
         Number of independent histograms (1 for per-tensor statistics).
     bins
         Bins per histogram.
+    headroom
+        The first batch's grid extends this fraction of its span beyond each end.
     """
 
-    def __init__(self, channels: int = 1, bins: int = DEFAULT_BINS) -> None:
+    def __init__(self, channels: int = 1, bins: int = DEFAULT_BINS, headroom: float = 0.25) -> None:
         if channels < 1 or bins < 2:
             raise InvalidInputError(f"need channels ≥ 1 and bins ≥ 2, got {channels}, {bins}")
         self.bins = bins
+        self.headroom = headroom
         self.counts = np.zeros((channels, bins), dtype=np.float64)
         self.lo = np.zeros(channels, dtype=np.float64)
         self.width = np.zeros(channels, dtype=np.float64)  # 0: empty so far
@@ -109,9 +112,10 @@ class StreamingHistogram:
         if span <= 0:  # a constant: a small grid around it
             span = max(abs(lo), 1.0) * 1e-6
             lo -= span / 2
-        # a hair of headroom so the maximum falls inside the last bin, not on its edge
-        self.lo[c] = lo
-        self.width[c] = span * (1 + 1e-9) / self.bins
+        # headroom of a quarter of the span on each side: later batches of calibration data
+        # usually reach a little further, and each growth costs the caller a recount
+        self.lo[c] = lo - span * self.headroom
+        self.width[c] = span * (1 + 2 * self.headroom) * (1 + 1e-9) / self.bins
 
     def _grow(self, c: int, lo: float, hi: float) -> None:
         """Re-bin channel ``c`` onto a grid of ``k``-times wider bins spanning ``[lo, hi]``."""
