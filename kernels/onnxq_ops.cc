@@ -212,9 +212,11 @@ struct StatisticsKernel {
       for (int64_t c = 0; c < C; ++c) {
         const float* p = x + (a * C + c) * l.inner;
         float lo_c = mn[c], hi_c = mx[c];
+        // an OpenMP SIMD reduction lets the compiler use minps/maxps without -ffast-math
+#pragma omp simd reduction(min : lo_c) reduction(max : hi_c)
         for (int64_t i = 0; i < l.inner; ++i) {
-          lo_c = std::min(lo_c, p[i]);
-          hi_c = std::max(hi_c, p[i]);
+          lo_c = p[i] < lo_c ? p[i] : lo_c;
+          hi_c = p[i] > hi_c ? p[i] : hi_c;
         }
         mn[c] = lo_c;
         mx[c] = hi_c;

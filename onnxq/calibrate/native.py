@@ -55,7 +55,15 @@ def source_path() -> Path:
 
 
 def _flags() -> list[str]:
-    flags = ["-std=c++17", "-O3", "-fno-math-errno", "-fPIC", "-shared", "-fvisibility=hidden"]
+    flags = [
+        "-std=c++17",
+        "-O3",
+        "-fno-math-errno",
+        "-fopenmp-simd",
+        "-fPIC",
+        "-shared",
+        "-fvisibility=hidden",
+    ]
     if platform.machine() in ("x86_64", "AMD64"):
         flags.append("-march=x86-64-v2")
     return flags
