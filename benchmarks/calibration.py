@@ -1,0 +1,131 @@
+"""Calibration cost on efflite0 against plain float inference, measured side by side.
+
+Issue 5's targets: with 64 calibration samples, batch 8, the same thread count, calibration
+time ÷ float inference time over the same samples ≤ 1.25 for ``tf`` and ≤ 2.0 for
+``tf_enhanced``/``percentile``; calibration peak RSS ≤ 1.5 × float inference peak RSS.
+
+The model is efflite0 with its BNs folded; observed are the activation quantizer positions of
+such a model (the input and every node output except a Conv's feeding its Clip, which the
+hardware fuses). Each measurement runs in a process of its own so peak RSS is its own; float
+inference and calibration alternate, twice each, and the medians are kept.
+
+Run: ``python -m benchmarks.calibration`` (writes results/calibration.json).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).parent / "results"
+SAMPLES, BATCH, THREADS = 64, 8, 2
+CASES = [("fp32", None), ("tf", True), ("tf", False), ("tf_enhanced", True), ("percentile", True)]
+
+
+def _model_and_positions() -> tuple[Any, list[str], Any]:
+    import onnx  # noqa: PLC0415
+
+    from benchmarks import zoo  # noqa: PLC0415
+    from onnxq import fold_all_batch_norms  # noqa: PLC0415
+
+    zm = zoo.load("efflite0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = fold_all_batch_norms(onnx.load(str(zm.model_path))).model
+    readers: dict[str, list[str]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node.op_type)
+    positions = [model.graph.input[0].name] + [
+        n.output[0]
+        for n in model.graph.node
+        if not (n.op_type == "Conv" and readers.get(n.output[0]) == ["Clip"])
+    ]
+    return model, positions, zm
+
+
+def measure(case: str, native: bool | None) -> dict[str, Any]:
+    """One measurement in this process: seconds (excluding data loading) and peak RSS."""
+    import onnxruntime as ort  # noqa: PLC0415
+
+    from onnxq.calibrate.statistics import Observed, collect_statistics  # noqa: PLC0415
+
+    model, positions, zm = _model_and_positions()
+    feeds = list(zm.feeds("calib", BATCH))[: SAMPLES // BATCH]
+    start = time.perf_counter()
+    if case == "fp32":
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = THREADS
+        sess = ort.InferenceSession(model.SerializeToString(), so)
+        for f in feeds:
+            sess.run(None, f)
+    else:
+        observed = [Observed(name, case) for name in positions]
+        ests = collect_statistics(model, feeds, observed, use_kernels=native, threads=THREADS)
+        for est in ests.values():
+            est.compute(8)
+    seconds = time.perf_counter() - start
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"seconds": seconds, "peak_rss_mb": peak_mb, "observed": len(positions)}
+
+
+def _run(case: str, native: bool | None) -> dict[str, Any]:
+    code = (
+        "import json, sys; from benchmarks.calibration import measure; "
+        f"print(json.dumps(measure({case!r}, {native!r})))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parents[1],
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> dict[str, Any]:
+    import onnxruntime as ort  # noqa: PLC0415
+
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for _ in range(2):
+        for case, native in CASES:
+            key = case if native is None else f"{case}-{'native' if native else 'plain'}"
+            runs.setdefault(key, []).append(_run(case, native))
+    summary = {
+        key: {
+            "seconds": round(statistics.median(r["seconds"] for r in rs), 3),
+            "peak_rss_mb": round(statistics.median(r["peak_rss_mb"] for r in rs), 1),
+        }
+        for key, rs in runs.items()
+    }
+    base = summary["fp32"]
+    for row in summary.values():
+        row["time_ratio"] = round(row["seconds"] / base["seconds"], 2)
+        row["rss_ratio"] = round(row["peak_rss_mb"] / base["peak_rss_mb"], 2)
+    result = {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "onnxruntime": ort.__version__,
+        "samples": SAMPLES,
+        "batch": BATCH,
+        "threads": THREADS,
+        "observed_tensors": runs["tf-native"][0]["observed"],
+        "results": summary,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "calibration.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
