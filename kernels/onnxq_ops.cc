@@ -188,49 +188,95 @@ struct StatisticsKernel {
     bins = FakeQuantizeKernel::attr_or(ki, "bins", 512);
   }
 
+  // One work item: `count` contiguous elements at `start`, for channel `channel`, writing its
+  // min, max and counts into slot `slot` (per-tensor statistics use one slot per chunk and
+  // are summed afterwards; per-channel ones use the channel's own slot).
+  struct Item {
+    int64_t start, count, channel, slot;
+  };
+  struct Work {
+    const float* x;
+    const float *rmin, *rmax;
+    int64_t rstride, bins;
+    std::vector<Item> items;
+    std::vector<float> mn, mx;
+    std::vector<int64_t> hist;
+    static void run_one(void* data, size_t k) {
+      auto* w = static_cast<Work*>(data);
+      const Item& it = w->items[k];
+      const float* p = w->x + it.start;
+      float lo_c = w->mn[it.slot], hi_c = w->mx[it.slot];
+#pragma omp simd reduction(min : lo_c) reduction(max : hi_c)
+      for (int64_t i = 0; i < it.count; ++i) {
+        lo_c = p[i] < lo_c ? p[i] : lo_c;
+        hi_c = p[i] > hi_c ? p[i] : hi_c;
+      }
+      w->mn[it.slot] = lo_c;
+      w->mx[it.slot] = hi_c;
+      const double lo = w->rmin[it.channel * w->rstride], hi = w->rmax[it.channel * w->rstride];
+      const double width = (hi - lo) / w->bins;
+      if (!(width > 0)) return;
+      int64_t* hc = w->hist.data() + it.slot * w->bins;
+      const int64_t last = w->bins - 1;
+      for (int64_t i = 0; i < it.count; ++i) {
+        const double v = p[i];
+        if (v < lo || v > hi) continue;
+        const int64_t b = static_cast<int64_t>((v - lo) / width);
+        hc[b < last ? b : last] += 1;
+      }
+    }
+  };
+
   void Compute(OrtKernelContext* context) {
     Ort::KernelContext ctx(context);
     auto X = ctx.GetInput(0);
     auto shape = X.GetTensorTypeAndShapeInfo().GetShape();
-    const float* x = X.GetTensorData<float>();
     auto Rmin = ctx.GetInput(1);
-    const float* rmin = Rmin.GetTensorData<float>();
-    const float* rmax = ctx.GetInput(2).GetTensorData<float>();
+    Work w;
+    w.x = X.GetTensorData<float>();
+    w.rmin = Rmin.GetTensorData<float>();
+    w.rmax = ctx.GetInput(2).GetTensorData<float>();
     // one range for all channels when the ranges hold a single value
-    const int64_t rstride = Rmin.GetTensorTypeAndShapeInfo().GetElementCount() == 1 ? 0 : 1;
-    int64_t ax = axis < 0 ? -1 : axis;
-    Layout l = split(shape, ax);
+    w.rstride = Rmin.GetTensorTypeAndShapeInfo().GetElementCount() == 1 ? 0 : 1;
+    w.bins = bins;
+    Layout l = split(shape, axis < 0 ? -1 : axis);
     const int64_t C = l.channels;
+    int64_t slots;
+    if (C == 1) {
+      const int64_t n = l.outer * l.inner, chunk = 1 << 16;
+      slots = std::max<int64_t>(1, (n + chunk - 1) / chunk);
+      for (int64_t k = 0; k < slots; ++k)
+        w.items.push_back({k * chunk, std::min(chunk, n - k * chunk), 0, k});
+    } else {
+      slots = C;
+      for (int64_t a = 0; a < l.outer; ++a)
+        for (int64_t c = 0; c < C; ++c)
+          w.items.push_back({(a * C + c) * l.inner, l.inner, c, c});
+    }
+    w.mn.assign(slots, std::numeric_limits<float>::infinity());
+    w.mx.assign(slots, -std::numeric_limits<float>::infinity());
+    w.hist.assign(slots * bins, 0);
+    if (C == 1 && slots > 1) {
+      ctx.ParallelFor(&Work::run_one, w.items.size(), 0, &w);
+    } else {
+      // per channel: items of one channel share a slot, so they run in order
+      for (size_t k = 0; k < w.items.size(); ++k) Work::run_one(&w, k);
+    }
     std::vector<int64_t> cshape{C}, hshape{C, bins};
     float* mn = ctx.GetOutput(0, cshape).GetTensorMutableData<float>();
     float* mx = ctx.GetOutput(1, cshape).GetTensorMutableData<float>();
     int64_t* h = ctx.GetOutput(2, hshape).GetTensorMutableData<int64_t>();
-    std::fill(mn, mn + C, std::numeric_limits<float>::infinity());
-    std::fill(mx, mx + C, -std::numeric_limits<float>::infinity());
-    std::fill(h, h + C * bins, 0);
-    for (int64_t a = 0; a < l.outer; ++a)
-      for (int64_t c = 0; c < C; ++c) {
-        const float* p = x + (a * C + c) * l.inner;
-        float lo_c = mn[c], hi_c = mx[c];
-        // an OpenMP SIMD reduction lets the compiler use minps/maxps without -ffast-math
-#pragma omp simd reduction(min : lo_c) reduction(max : hi_c)
-        for (int64_t i = 0; i < l.inner; ++i) {
-          lo_c = p[i] < lo_c ? p[i] : lo_c;
-          hi_c = p[i] > hi_c ? p[i] : hi_c;
-        }
-        mn[c] = lo_c;
-        mx[c] = hi_c;
-        const double lo = rmin[c * rstride], hi = rmax[c * rstride];
-        const double width = (hi - lo) / bins;
-        if (!(width > 0)) continue;
-        int64_t* hc = h + c * bins;
-        for (int64_t i = 0; i < l.inner; ++i) {
-          const double v = p[i];
-          if (v < lo || v > hi) continue;
-          int64_t b = static_cast<int64_t>((v - lo) / width);
-          hc[std::min(b, bins - 1)] += 1;
-        }
-      }
+    if (C == 1) {
+      mn[0] = *std::min_element(w.mn.begin(), w.mn.end());
+      mx[0] = *std::max_element(w.mx.begin(), w.mx.end());
+      std::fill(h, h + bins, 0);
+      for (int64_t k = 0; k < slots; ++k)
+        for (int64_t b = 0; b < bins; ++b) h[b] += w.hist[k * bins + b];
+    } else {
+      std::copy(w.mn.begin(), w.mn.end(), mn);
+      std::copy(w.mx.begin(), w.mx.end(), mx);
+      std::copy(w.hist.begin(), w.hist.end(), h);
+    }
   }
 };
 
