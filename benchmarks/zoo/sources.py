@@ -9,7 +9,6 @@ archive cache under the zoo cache (the system's apt state is not touched), then 
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -97,44 +96,15 @@ def pypi_root(cache: Path, name: str) -> Path:
 
 def deb_root(cache: Path, name: str) -> Path:
     """Download and unpack the pinned Debian package ``name`` (once); return its root folder."""
+    from onnxq._debian import DebianFetchError, fetch_deb  # noqa: PLC0415
+
     version = DEBIAN[name]
     final = cache / "debian" / f"{name}_{version}"
 
     def fill(tmp: Path) -> None:
-        if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
-            raise RuntimeError(f"zoo: {name} comes from Debian, but apt-get/dpkg-deb are missing")
-        apt = cache / "apt"
-        lists = apt / "lists"
-        (lists / "partial").mkdir(parents=True, exist_ok=True)
-        (apt / "archives" / "partial").mkdir(parents=True, exist_ok=True)
-        opts = [
-            "-q",
-            "-o",
-            f"Dir::State::Lists={lists}",
-            "-o",
-            f"Dir::Cache={apt}",
-            "-o",
-            "Debug::NoLocking=1",
-        ]
-        if not any(lists.glob("*Packages*")):
-            _run(["apt-get", *opts, "update"], f"zoo: apt-get update failed for {name}")
-        dl = tmp / "_deb"
-        dl.mkdir()
-        _run(
-            ["apt-get", *opts, "download", f"{name}={version}"],
-            f"zoo: could not download Debian package {name}={version}",
-            cwd=dl,
-        )
-        (deb,) = dl.glob("*.deb")
-        _run(["dpkg-deb", "-x", str(deb), str(tmp)], f"zoo: could not unpack {deb.name}")
-        shutil.rmtree(dl)
+        try:
+            fetch_deb(f"{name}={version}", tmp, cache / "apt")
+        except DebianFetchError as err:
+            raise RuntimeError(f"zoo: {err}") from None
 
     return _atomic_dir(final, fill)
-
-
-def _run(cmd: list[str], message: str, cwd: Path | None = None) -> None:
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    result = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=env)
-    if result.returncode != 0:
-        tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or [""]
-        raise RuntimeError(f"{message}: {tail[0]}")

@@ -34,7 +34,6 @@ __all__ = ["DOMAIN", "KernelBuildError", "header_dir", "kernel_library", "source
 
 DOMAIN = "onnxq"
 DEBIAN_SUITE = "trixie"  # carries libonnxruntime-dev 1.21 (bookworm has none)
-DEBIAN_MIRROR = "http://deb.debian.org/debian"
 _HEADER = "onnxruntime_cxx_api.h"
 
 
@@ -83,57 +82,28 @@ def header_dir() -> Path:
 
 
 def _debian_headers(root: Path) -> Path:
+    from onnxq._debian import DebianFetchError, fetch_deb  # noqa: PLC0415
+
     found = sorted(root.glob(f"*/usr/include/onnxruntime/{_HEADER}"))
     if found:
         return found[-1].parent
-    if not (shutil.which("apt-get") and shutil.which("dpkg-deb")):
-        raise KernelBuildError(
-            "no onnxruntime headers: set ONNXRUNTIME_INCLUDE_DIR, or install apt-get and "
-            "dpkg-deb so onnxq can fetch Debian's libonnxruntime-dev"
-        )
     root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".fetch.", dir=root))
     try:
-        apt = work / "apt"
-        (apt / "lists" / "partial").mkdir(parents=True)
-        (apt / "archives" / "partial").mkdir(parents=True)
-        sources = apt / "sources.list"
-        keyring = "/usr/share/keyrings/debian-archive-keyring.gpg"
-        signed = f"[signed-by={keyring}] " if Path(keyring).is_file() else ""
-        sources.write_text(f"deb {signed}{DEBIAN_MIRROR} {DEBIAN_SUITE} main\n")
-        opts = [
-            "-q",
-            "-o",
-            f"Dir::Etc::SourceList={sources}",
-            "-o",
-            "Dir::Etc::SourceParts=/dev/null",
-            "-o",
-            f"Dir::State::Lists={apt / 'lists'}",
-            "-o",
-            f"Dir::Cache={apt}",
-            "-o",
-            "Debug::NoLocking=1",
-        ]
-        _run(["apt-get", *opts, "update"], "apt-get update (Debian trixie) failed")
-        _run(["apt-get", *opts, "download", "libonnxruntime-dev"], "download failed", cwd=work)
-        (deb,) = work.glob("libonnxruntime-dev_*.deb")
-        version = deb.name.split("_")[1].replace("+", "_").replace(":", "_")
-        dest = work / "unpacked"
-        _run(["dpkg-deb", "-x", str(deb), str(dest)], f"cannot unpack {deb.name}")
-        final = root / version
+        unpacked = work / "unpacked"
+        try:
+            version = fetch_deb("libonnxruntime-dev", unpacked, work / "apt", suite=DEBIAN_SUITE)
+        except DebianFetchError as err:
+            raise KernelBuildError(
+                f"no onnxruntime headers ({err}): set ONNXRUNTIME_INCLUDE_DIR to a folder "
+                "holding them"
+            ) from None
+        final = root / version.replace("+", "_").replace(":", "_")
         if not final.exists():
-            dest.rename(final)
+            unpacked.rename(final)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return final / "usr" / "include" / "onnxruntime"
-
-
-def _run(cmd: list[str], message: str, cwd: Path | None = None) -> None:
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    result = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=env)
-    if result.returncode != 0:
-        tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or [""]
-        raise KernelBuildError(f"onnxruntime headers: {message}: {tail[0]}")
 
 
 def _api_version(headers: Path) -> str:
