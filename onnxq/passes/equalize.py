@@ -20,14 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from onnxq.graph.editor import GraphEditor
 from onnxq.graph.model_io import ModelLike
-from onnxq.graph.shapes import infer_shapes
 from onnxq.passes.base import PassResult, finish, start
 from onnxq.passes.cross_layer_scaling import ScaledSet, scale_graph
 from onnxq.passes.fold_batch_norms import FoldResult, fold_batch_norms_graph
 from onnxq.passes.high_bias_fold import AbsorbedBias, fold_high_biases_graph
-from onnxq.passes.prepare import PrepareResult, prepare_graph
+from onnxq.passes.prepare import PrepareResult, open_graph
 
 __all__ = ["EqualizeResult", "equalize_model"]
 
@@ -139,12 +137,7 @@ def equalize_model(
         original.CopyFrom(proto)
     started = time.perf_counter()
     result = EqualizeResult(model=None, modified=False)
-    if prepare:
-        inferred = infer_shapes(proto)
-    editor = GraphEditor(proto)
-    if prepare:
-        result.prepare = prepare_graph(editor)
-        result.prepare.shapes_inferred = inferred
+    editor, result.prepare = open_graph(proto, prepare=prepare)
     result.fold = fold_batch_norms_graph(editor)
     scaling = scale_graph(editor, relu6=relu6)
     result.sets = scaling.sets

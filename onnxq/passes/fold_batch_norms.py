@@ -31,7 +31,7 @@ from onnxq.graph.editor import GraphEditor
 from onnxq.graph.model_io import ModelLike
 from onnxq.passes.base import PassResult, finish, start
 from onnxq.passes.layers import as_layer, read_bias, tensor_rank, write_bias, write_weight
-from onnxq.passes.prepare import prepare_graph
+from onnxq.passes.prepare import open_graph
 
 __all__ = ["FoldResult", "FoldedPair", "fold_all_batch_norms", "fold_batch_norms_graph"]
 
@@ -122,14 +122,8 @@ def fold_all_batch_norms(
     >>> result = onnxq.fold_all_batch_norms("model.onnx")  # doctest: +SKIP
     >>> [(p.layer, p.batch_norm) for p in result.pairs]  # doctest: +SKIP
     """
-    from onnxq.graph.shapes import infer_shapes  # noqa: PLC0415
-
     proto, caller = start(model, in_place)
-    if prepare:
-        infer_shapes(proto)
-    editor = GraphEditor(proto)
-    if prepare:
-        prepare_graph(editor)
+    editor, _ = open_graph(proto, prepare=prepare)
     result = fold_batch_norms_graph(editor)
     result.model = finish(editor.to_model(), caller)
     return result

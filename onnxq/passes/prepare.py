@@ -30,7 +30,7 @@ from onnxq.graph.order import subgraphs, topological_sort
 from onnxq.graph.shapes import infer_shapes
 from onnxq.passes.base import PassResult, finish, start
 
-__all__ = ["PrepareResult", "prepare_graph", "prepare_model"]
+__all__ = ["PrepareResult", "open_graph", "prepare_graph", "prepare_model"]
 
 
 @dataclass
@@ -86,12 +86,26 @@ def prepare_model(model: ModelLike, *, in_place: bool = False, infer: bool = Tru
     PrepareResult
     """
     proto, caller = start(model, in_place)
-    inferred = infer_shapes(proto) if infer else False
-    editor = GraphEditor(proto)
-    result = prepare_graph(editor)
-    result.shapes_inferred = inferred
+    editor, result = open_graph(proto, prepare=True, infer=infer)
     result.model = finish(editor.to_model(), caller)
     return result
+
+
+def open_graph(
+    proto: Any, *, prepare: bool, infer: bool = True
+) -> tuple[GraphEditor, PrepareResult | None]:
+    """Open ``proto`` for passes; with ``prepare``, infer shapes and apply the rules first.
+
+    Returns the editor and the preparation's result (None without ``prepare``). Every public
+    pass starts here, so preparing means the same thing in each.
+    """
+    inferred = infer_shapes(proto) if prepare and infer else False
+    editor = GraphEditor(proto)
+    if not prepare:
+        return editor, None
+    result = prepare_graph(editor)
+    result.shapes_inferred = inferred
+    return editor, result
 
 
 def prepare_graph(editor: GraphEditor) -> PrepareResult:
