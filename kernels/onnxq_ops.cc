@@ -9,11 +9,15 @@
 //     axis divided by block_size). `rounding`: 0 = half to even (ONNX QuantizeLinear),
 //     1 = half away from zero (AIMET's C round). `float16`: 1 = round-trip through float16.
 //
-//   Statistics(X, range_min, range_max) -> (min, max, histogram)
-//     per channel along `axis` (axis = -1: one channel): min and max of X, and a histogram of
-//     `bins` equal bins over [range_min, range_max] (values outside are not counted; compare
-//     min/max with the range to see whether any were). One-element ranges apply to every
-//     channel; an empty range (min == max) skips the histogram.
+//   Statistics(X, grid) -> (min, max, histogram, grid_used)
+//     per channel along `axis` (axis = -1: one channel): min and max of X (min is NaN when X
+//     holds a NaN) and, when `bins` > 1, a histogram of `bins` equal bins. `grid` (double,
+//     [1 or channels, 3]) holds each channel's (lo, width, headroom); a grid that does not
+//     span the batch grows — bins merged k:1 with lo kept on an old edge — and an empty one
+//     (width 0) starts from the batch's range plus `headroom` of its span each side, so no
+//     value is ever dropped. `grid_used` ([channels, 2]: lo, width) is the grid counted on.
+//     One pass over X when the given grids span the batch (extremes and counts together);
+//     channels whose grid had to start or grow are counted again in a second pass.
 //
 // Built by onnxq/calibrate/native.py against the official onnxruntime headers; links to
 // nothing (ORT_API_MANUAL_INIT), so one build loads into any onnxruntime with a newer API.
@@ -28,6 +32,13 @@
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+// hot loops get an AVX2 copy chosen at load time; the baseline (-march=x86-64-v2) has SSE4.1
+#define ONNXQ_MULTIVERSION __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define ONNXQ_MULTIVERSION
+#endif
 
 namespace {
 
@@ -179,6 +190,98 @@ struct FakeQuantizeOp : Ort::CustomOpBase<FakeQuantizeOp, FakeQuantizeKernel> {
   }
 };
 
+// The grid rules of onnxq/quantization/histogram.py (StreamingHistogram._start and _grow),
+// in the same double-precision operations in the same order, so both sides reach the same
+// grid bit for bit (the caller checks, and counts again on its own grid if they ever differ).
+struct Grid {
+  double lo = 0, width = 0;
+};
+
+Grid start_grid(double lo, double hi, double headroom, int64_t bins) {
+  double span = hi - lo;
+  if (span <= 0) {  // a constant: a small grid around it
+    span = std::max(std::fabs(lo), 1.0) * 1e-6;
+    lo -= span / 2;
+  }
+  Grid g;
+  g.lo = lo - span * headroom;
+  g.width = span * (1 + 2 * headroom) * (1 + 1e-9) / static_cast<double>(bins);
+  return g;
+}
+
+Grid grow_grid(Grid old, double lo, double hi, int64_t bins) {
+  const double width = old.width, old_lo = old.lo, nb = static_cast<double>(bins);
+  const int64_t below = std::max<int64_t>(static_cast<int64_t>(std::ceil((old_lo - lo) / width)), 0);
+  int64_t k = std::max<int64_t>(static_cast<int64_t>(std::ceil((hi - lo) / (width * nb))), 1);
+  int64_t m;
+  while (true) {
+    m = (below + k - 1) / k * k;  // old bins below, a multiple of k: old_lo stays an edge
+    if (old_lo - static_cast<double>(m) * width + static_cast<double>(k) * width * nb >= hi) break;
+    ++k;
+  }
+  return {old_lo - static_cast<double>(m) * width, width * static_cast<double>(k)};
+}
+
+// min/max of n floats, and whether any is NaN. Multi-versioned: AVX2 where the CPU has it.
+ONNXQ_MULTIVERSION
+void min_max(const float* p, int64_t n, float& lo_out, float& hi_out, bool& nan_out) {
+  float lo = lo_out, hi = hi_out;
+  int nan = 0;
+#pragma omp simd reduction(min : lo) reduction(max : hi) reduction(| : nan)
+  for (int64_t i = 0; i < n; ++i) {
+    lo = p[i] < lo ? p[i] : lo;
+    hi = p[i] > hi ? p[i] : hi;
+    nan |= p[i] != p[i];
+  }
+  lo_out = lo;
+  hi_out = hi;
+  nan_out = nan_out || nan;
+}
+
+// Bin index of each value: floor((v - lo) / width) in double (numpy's formula, so counts match
+// np.histogram exactly), the top edge in the last bin, values outside (and NaN) to `bins`.
+// With kExtremes, min/max/NaN of the values too, in the same vectorized loop.
+template <bool kExtremes>
+inline void bin_indices_impl(const float* p, int64_t n, double lo, double width, double hi,
+                             int64_t bins, int32_t* idx, float& lo_out, float& hi_out,
+                             bool& nan_out) {
+  const double out = static_cast<double>(bins), last = static_cast<double>(bins - 1);
+  float mn = lo_out, mx = hi_out;
+  int nan = 0;
+#pragma omp simd reduction(min : mn) reduction(max : mx) reduction(| : nan)
+  for (int64_t i = 0; i < n; ++i) {  // branch-free, so it vectorizes
+    const float f = p[i];
+    if (kExtremes) {
+      mn = f < mn ? f : mn;
+      mx = f > mx ? f : mx;
+      nan |= f != f;
+    }
+    const double v = f;
+    const bool inside = (v >= lo) & (v <= hi);
+    double t = (v - lo) / width;
+    t = t < last ? t : last;  // also the top edge: last bin
+    t = inside ? t : out;     // selects stay in double: x86 has no vector double->int64
+    idx[i] = static_cast<int32_t>(t);
+  }
+  lo_out = mn;
+  hi_out = mx;
+  nan_out = nan_out || nan;
+}
+
+ONNXQ_MULTIVERSION
+void bin_indices(const float* p, int64_t n, double lo, double width, double hi, int64_t bins,
+                 int32_t* idx) {
+  float mn = 0, mx = 0;
+  bool nan = false;
+  bin_indices_impl<false>(p, n, lo, width, hi, bins, idx, mn, mx, nan);
+}
+
+ONNXQ_MULTIVERSION
+void bin_indices_min_max(const float* p, int64_t n, double lo, double width, double hi,
+                         int64_t bins, int32_t* idx, float& mn, float& mx, bool& nan) {
+  bin_indices_impl<true>(p, n, lo, width, hi, bins, idx, mn, mx, nan);
+}
+
 struct StatisticsKernel {
   int64_t axis, bins;
 
@@ -188,41 +291,68 @@ struct StatisticsKernel {
     bins = FakeQuantizeKernel::attr_or(ki, "bins", 512);
   }
 
-  // One work item: `count` contiguous elements at `start`, for channel `channel`, writing its
-  // min, max and counts into slot `slot` (per-tensor statistics use one slot per chunk and
-  // are summed afterwards; per-channel ones use the channel's own slot).
+  // One work item: `count` contiguous elements at `start` of channel `channel`, accumulating
+  // into slot `slot` (per-tensor statistics use one slot per chunk and sum them afterwards;
+  // per-channel ones use the channel's own slot).
   struct Item {
     int64_t start, count, channel, slot;
   };
   struct Work {
     const float* x;
-    const float *rmin, *rmax;
-    int64_t rstride, bins;
+    // a slot has kLanes interleaved copies of its counts, each of `stride` = bins + 1 (the
+    // last: values outside), so runs of equal bins do not serialise on one counter
+    static constexpr int64_t kLanes = 4;
+    int64_t bins, stride;
     std::vector<Item> items;
     std::vector<float> mn, mx;
+    std::vector<char> nan;
+    std::vector<Grid> grid;  // per channel
     std::vector<int64_t> hist;
-    static void run_one(void* data, size_t k) {
+
+    std::vector<char> recount;  // per channel: its grid changed after the first pass
+    bool counting_first = false;  // the first pass also counts on the given grids
+
+    static void scan(void* data, size_t k) {  // first pass: extremes (and counts if gridded)
       auto* w = static_cast<Work*>(data);
       const Item& it = w->items[k];
-      const float* p = w->x + it.start;
-      float lo_c = w->mn[it.slot], hi_c = w->mx[it.slot];
-#pragma omp simd reduction(min : lo_c) reduction(max : hi_c)
-      for (int64_t i = 0; i < it.count; ++i) {
-        lo_c = p[i] < lo_c ? p[i] : lo_c;
-        hi_c = p[i] > hi_c ? p[i] : hi_c;
+      bool nan = w->nan[it.slot];
+      if (!w->counting_first) {
+        min_max(w->x + it.start, it.count, w->mn[it.slot], w->mx[it.slot], nan);
+      } else {
+        count_span(w, it, 0, it.count, &nan);
       }
-      w->mn[it.slot] = lo_c;
-      w->mx[it.slot] = hi_c;
-      const double lo = w->rmin[it.channel * w->rstride], hi = w->rmax[it.channel * w->rstride];
-      const double width = (hi - lo) / w->bins;
-      if (!(width > 0)) return;
-      int64_t* hc = w->hist.data() + it.slot * w->bins;
-      const int64_t last = w->bins - 1;
-      for (int64_t i = 0; i < it.count; ++i) {
-        const double v = p[i];
-        if (v < lo || v > hi) continue;
-        const int64_t b = static_cast<int64_t>((v - lo) / width);
-        hc[b < last ? b : last] += 1;
+      w->nan[it.slot] = nan;
+    }
+    static void count(void* data, size_t k) {  // second pass: counts on a changed grid
+      auto* w = static_cast<Work*>(data);
+      const Item& it = w->items[k];
+      if (!w->recount[it.channel]) return;
+      count_span(w, it, 0, it.count, nullptr);
+    }
+    // counts of elements [from, from + count) of an item; with `nan`, its min/max/NaN too
+    static void count_span(Work* w, const Item& it, int64_t from, int64_t count, bool* nan) {
+      const Grid g = w->grid[it.channel];
+      const double hi = g.lo + g.width * static_cast<double>(w->bins);
+      int64_t* h = w->hist.data() + it.slot * kLanes * w->stride;
+      int64_t *h0 = h, *h1 = h + w->stride, *h2 = h + 2 * w->stride, *h3 = h + 3 * w->stride;
+      constexpr int64_t kBlock = 2048;
+      int32_t idx[kBlock];
+      for (int64_t s = from; s < from + count; s += kBlock) {
+        const int64_t n = std::min(kBlock, from + count - s);
+        if (nan) {
+          bin_indices_min_max(w->x + it.start + s, n, g.lo, g.width, hi, w->bins, idx,
+                              w->mn[it.slot], w->mx[it.slot], *nan);
+        } else {
+          bin_indices(w->x + it.start + s, n, g.lo, g.width, hi, w->bins, idx);
+        }
+        int64_t i = 0;
+        for (; i + 4 <= n; i += 4) {
+          h0[idx[i]] += 1;
+          h1[idx[i + 1]] += 1;
+          h2[idx[i + 2]] += 1;
+          h3[idx[i + 3]] += 1;
+        }
+        for (; i < n; ++i) h0[idx[i]] += 1;
       }
     }
   };
@@ -231,16 +361,17 @@ struct StatisticsKernel {
     Ort::KernelContext ctx(context);
     auto X = ctx.GetInput(0);
     auto shape = X.GetTensorTypeAndShapeInfo().GetShape();
-    auto Rmin = ctx.GetInput(1);
-    Work w;
-    w.x = X.GetTensorData<float>();
-    w.rmin = Rmin.GetTensorData<float>();
-    w.rmax = ctx.GetInput(2).GetTensorData<float>();
-    // one range for all channels when the ranges hold a single value
-    w.rstride = Rmin.GetTensorTypeAndShapeInfo().GetElementCount() == 1 ? 0 : 1;
-    w.bins = bins;
+    auto G = ctx.GetInput(1);
+    const int64_t grid_rows = G.GetTensorTypeAndShapeInfo().GetElementCount() / 3;
+    const double* grid_in = G.GetTensorData<double>();
     Layout l = split(shape, axis < 0 ? -1 : axis);
     const int64_t C = l.channels;
+    if (grid_rows != 1 && grid_rows != C)
+      throw std::runtime_error("Statistics: grid needs 1 or one row per channel of 3 values");
+    Work w;
+    w.x = X.GetTensorData<float>();
+    w.bins = bins;
+    w.stride = bins + 1;
     int64_t slots;
     if (C == 1) {
       const int64_t n = l.outer * l.inner, chunk = 1 << 16;
@@ -250,32 +381,82 @@ struct StatisticsKernel {
     } else {
       slots = C;
       for (int64_t a = 0; a < l.outer; ++a)
-        for (int64_t c = 0; c < C; ++c)
-          w.items.push_back({(a * C + c) * l.inner, l.inner, c, c});
+        for (int64_t c = 0; c < C; ++c) w.items.push_back({(a * C + c) * l.inner, l.inner, c, c});
     }
     w.mn.assign(slots, std::numeric_limits<float>::infinity());
     w.mx.assign(slots, -std::numeric_limits<float>::infinity());
-    w.hist.assign(slots * bins, 0);
-    if (C == 1 && slots > 1) {
-      ctx.ParallelFor(&Work::run_one, w.items.size(), 0, &w);
-    } else {
-      // per channel: items of one channel share a slot, so they run in order
-      for (size_t k = 0; k < w.items.size(); ++k) Work::run_one(&w, k);
+    w.nan.assign(slots, 0);
+    // per channel, items of one channel share a slot, so they run in order
+    auto for_items = [&](void (*fn)(void*, size_t)) {
+      if (C == 1 && slots > 1) ctx.ParallelFor(fn, w.items.size(), 0, &w);
+      else for (size_t k = 0; k < w.items.size(); ++k) fn(&w, k);
+    };
+    // the grids given; when every channel has one, the first pass counts on it too and only
+    // channels whose batch falls outside their grid are counted again
+    w.grid.resize(C);
+    w.counting_first = bins > 1;
+    for (int64_t c = 0; c < C; ++c) {
+      const double* row = grid_in + 3 * (grid_rows == 1 ? 0 : c);
+      w.grid[c] = {row[0], row[1]};
+      w.counting_first = w.counting_first && row[1] > 0;
     }
-    std::vector<int64_t> cshape{C}, hshape{C, bins};
-    float* mn = ctx.GetOutput(0, cshape).GetTensorMutableData<float>();
-    float* mx = ctx.GetOutput(1, cshape).GetTensorMutableData<float>();
-    int64_t* h = ctx.GetOutput(2, hshape).GetTensorMutableData<int64_t>();
+    w.hist.assign(slots * Work::kLanes * w.stride, 0);
+    for_items(&Work::scan);
+    std::vector<float> mn(C), mx(C);
+    bool nan = false;
     if (C == 1) {
       mn[0] = *std::min_element(w.mn.begin(), w.mn.end());
       mx[0] = *std::max_element(w.mx.begin(), w.mx.end());
-      std::fill(h, h + bins, 0);
-      for (int64_t k = 0; k < slots; ++k)
-        for (int64_t b = 0; b < bins; ++b) h[b] += w.hist[k * bins + b];
     } else {
-      std::copy(w.mn.begin(), w.mn.end(), mn);
-      std::copy(w.mx.begin(), w.mx.end(), mx);
-      std::copy(w.hist.begin(), w.hist.end(), h);
+      mn = w.mn;
+      mx = w.mx;
+    }
+    for (char c : w.nan) nan = nan || c;
+    if (nan) std::fill(mn.begin(), mn.end(), std::numeric_limits<float>::quiet_NaN());
+    // the grid each channel is counted on: the given one, started or grown to cover the batch
+    const bool counting = bins > 1 && !nan && l.outer * l.inner > 0;
+    w.recount.assign(C, 0);
+    bool any = false;
+    for (int64_t c = 0; c < C && counting; ++c) {
+      const double* row = grid_in + 3 * (grid_rows == 1 ? 0 : c);
+      Grid g = w.grid[c];
+      const double lo = mn[c], hi = mx[c], top = g.lo + g.width * static_cast<double>(bins);
+      if (!(g.width > 0)) {
+        g = start_grid(lo, hi, row[2], bins);
+      } else if (lo < g.lo || hi > top) {
+        g = grow_grid(g, std::min(lo, g.lo), std::max(hi, top), bins);
+      } else if (w.counting_first) {
+        continue;  // counted in the first pass
+      }
+      w.grid[c] = g;
+      w.recount[c] = 1;
+      any = true;
+    }
+    if (!counting) {
+      std::fill(w.hist.begin(), w.hist.end(), 0);
+    } else if (any) {
+      for (int64_t k = 0; k < slots; ++k)  // slots of recounted channels start again
+        if (w.recount[C == 1 ? 0 : k])
+          std::fill_n(w.hist.begin() + k * Work::kLanes * w.stride, Work::kLanes * w.stride, 0);
+      for_items(&Work::count);
+    }
+
+    std::vector<int64_t> cshape{C}, hshape{C, bins}, gshape{C, 2};
+    std::copy(mn.begin(), mn.end(), ctx.GetOutput(0, cshape).GetTensorMutableData<float>());
+    std::copy(mx.begin(), mx.end(), ctx.GetOutput(1, cshape).GetTensorMutableData<float>());
+    int64_t* h = ctx.GetOutput(2, hshape).GetTensorMutableData<int64_t>();
+    double* grid_out = ctx.GetOutput(3, gshape).GetTensorMutableData<double>();
+    std::fill(h, h + C * bins, 0);
+    for (int64_t k = 0; k < slots; ++k) {
+      const int64_t c = C == 1 ? 0 : k;
+      for (int64_t lane = 0; lane < Work::kLanes; ++lane) {
+        const int64_t* src = w.hist.data() + (k * Work::kLanes + lane) * w.stride;
+        for (int64_t b = 0; b < bins; ++b) h[c * bins + b] += src[b];
+      }
+    }
+    for (int64_t c = 0; c < C; ++c) {
+      grid_out[2 * c] = w.grid[c].lo;
+      grid_out[2 * c + 1] = w.grid[c].width;
     }
   }
 };
@@ -286,13 +467,15 @@ struct StatisticsOp : Ort::CustomOpBase<StatisticsOp, StatisticsKernel> {
   }
   const char* GetName() const { return "Statistics"; }
   const char* GetExecutionProviderType() const { return "CPUExecutionProvider"; }
-  size_t GetInputTypeCount() const { return 3; }
-  ONNXTensorElementDataType GetInputType(size_t) const {
-    return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+  size_t GetInputTypeCount() const { return 2; }
+  ONNXTensorElementDataType GetInputType(size_t i) const {
+    return i == 1 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_DOUBLE : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
   }
-  size_t GetOutputTypeCount() const { return 3; }
+  size_t GetOutputTypeCount() const { return 4; }
   ONNXTensorElementDataType GetOutputType(size_t i) const {
-    return i == 2 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64 : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+    if (i == 2) return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64;
+    if (i == 3) return ONNX_TENSOR_ELEMENT_DATA_TYPE_DOUBLE;
+    return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
   }
 };
 

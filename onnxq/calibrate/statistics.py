@@ -56,44 +56,62 @@ def _suffix(name: str, what: str) -> str:
     return f"{name}::onnxq_{what}"
 
 
-def _observing_model(model: Any, observed: list[Observed], native: bool) -> Any:
+def _observing_model(
+    model: Any,
+    observed: list[Observed],
+    native: bool,
+    sources: Mapping[str, str],
+    *,
+    in_place: bool = False,
+) -> Any:
     import onnx  # noqa: PLC0415
     from onnx import TensorProto, helper  # noqa: PLC0415
 
     from onnxq.calibrate.native import DOMAIN  # noqa: PLC0415
 
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
+    if in_place:
+        out = model
+    else:
+        out = onnx.ModelProto()
+        out.CopyFrom(model)
     graph = out.graph
     del graph.output[:]
     if not native:
         for obs in observed:
             graph.output.append(helper.make_tensor_value_info(obs.name, TensorProto.FLOAT, None))
         return out
+    observers: dict[str, list[Any]] = {}
     for obs in observed:
-        lo, hi = _suffix(obs.name, "lo"), _suffix(obs.name, "hi")
-        graph.input.extend(
-            helper.make_tensor_value_info(n, TensorProto.FLOAT, [None]) for n in (lo, hi)
-        )
-        outs = [_suffix(obs.name, k) for k in ("min", "max", "hist")]
-        bins = getattr(make_estimator(obs.scheme, 1, **obs.options), "histogram", None)
-        graph.node.append(
+        grid = _suffix(obs.name, "grid")
+        graph.input.append(helper.make_tensor_value_info(grid, TensorProto.DOUBLE, [None, 3]))
+        outs = [_suffix(obs.name, k) for k in ("min", "max", "hist", "grid_used")]
+        histogram = _histogram_settings(obs)
+        source = sources.get(obs.name, obs.name)
+        observers.setdefault(source, []).append(
             helper.make_node(
                 "Statistics",
-                [obs.name, lo, hi],
+                [source, grid],
                 outs,
                 domain=DOMAIN,
                 name=_suffix(obs.name, "statistics"),
                 axis=-1 if obs.axis is None else obs.axis,
-                bins=bins.bins if bins is not None else 1,
+                bins=histogram.bins if histogram is not None else 1,
             )
         )
+        types = (TensorProto.FLOAT, TensorProto.FLOAT, TensorProto.INT64, TensorProto.DOUBLE)
         graph.output.extend(
-            helper.make_tensor_value_info(n, t, None)
-            for n, t in zip(
-                outs, (TensorProto.FLOAT, TensorProto.FLOAT, TensorProto.INT64), strict=True
-            )
+            helper.make_tensor_value_info(n, t, None) for n, t in zip(outs, types, strict=True)
         )
+    # each observer right after its tensor's producer: onnxruntime then runs it while the
+    # tensor is still in cache and frees the tensor as early as the float model would
+    produced = {name for node in graph.node for name in node.output}
+    nodes = [n for name in list(observers) if name not in produced for n in observers.pop(name)]
+    for node in graph.node:
+        nodes.append(node)
+        for name in node.output:
+            nodes.extend(observers.pop(name, []))
+    del graph.node[:]
+    graph.node.extend(nodes)
     if not any(o.domain == DOMAIN for o in out.opset_import):
         out.opset_import.append(helper.make_opsetid(DOMAIN, 1))
     return out
@@ -125,6 +143,7 @@ def collect_statistics(
     """
     import onnxruntime as ort  # noqa: PLC0415
 
+    from onnxq.calibrate.layout import optimize_for_observation  # noqa: PLC0415
     from onnxq.calibrate.native import KernelBuildError, kernel_library  # noqa: PLC0415
 
     proto = load_model(model)
@@ -147,10 +166,26 @@ def collect_statistics(
     so.log_severity_level = 3
     if threads:
         so.intra_op_num_threads = threads
+    sources: dict[str, str] = {}
+    own = False  # whether `proto` is a copy of our own, free to change
     if library is not None and native:
         so.register_custom_ops_library(str(library))
+        # onnxruntime's default order runs the observers last, keeping every observed tensor
+        # alive to the end (2× the float run's memory); priority order runs each right after
+        # its producer, as placed in the graph
+        so.execution_order = ort.ExecutionOrder.PRIORITY_BASED
+        optimized = optimize_for_observation(
+            proto,
+            [o.name for o in observed if o.axis is None],
+            [o.name for o in observed if o.axis is not None],
+            threads,
+        )
+        if optimized is not None:
+            # already optimized for this machine; optimizing again would only undo nothing
+            proto, sources, own = optimized.model, optimized.sources, True
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     sess = ort.InferenceSession(
-        _observing_model(proto, observed, native).SerializeToString(),
+        _observing_model(proto, observed, native, sources, in_place=own).SerializeToString(),
         so,
         providers=["CPUExecutionProvider"],
     )
@@ -169,35 +204,64 @@ def _estimator(obs: Observed, channels: int, estimators: dict[str, RangeEstimato
     return estimators[obs.name]
 
 
+def _histogram_settings(obs: Observed) -> Any:
+    """The histogram ``obs``'s scheme would use (bins, headroom), None for min/max schemes."""
+    return getattr(make_estimator(obs.scheme, 1, **obs.options), "histogram", None)
+
+
+def _not_finite(name: str) -> InvalidInputError:
+    return InvalidInputError(
+        f"tensor {name!r} holds NaN or Inf on this calibration batch; "
+        "check the calibration data (and the model on it)"
+    )
+
+
 def _native_batch(sess: Any, feeds: Mapping[str, np.ndarray], observed, estimators) -> None:
-    def run(ranges: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
+    """One batch through the Statistics ops; they start and grow histogram grids themselves.
+
+    Their grid rules are :class:`StreamingHistogram`'s in the same arithmetic; each grid they
+    report is checked against the one Python derives, and a channel whose grid differs (never
+    seen, but a different libm could) is counted again on Python's grid.
+    """
+
+    def run(grids: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         full = dict(feeds)
         for obs in observed:
-            lo, hi = ranges.get(obs.name, (np.zeros(1), np.zeros(1)))
-            full[_suffix(obs.name, "lo")] = np.asarray(lo, np.float32)
-            full[_suffix(obs.name, "hi")] = np.asarray(hi, np.float32)
+            full[_suffix(obs.name, "grid")] = grids[obs.name]
         names = [o.name for o in sess.get_outputs()]
         return dict(zip(names, sess.run(names, full), strict=True))
 
-    ranges = {
-        name: est.grid()
-        for name, est in estimators.items()
-        if est.needs_histogram and np.all(est.histogram.width > 0)
-    }
-    out = run(ranges)
+    def grid_of(obs: Observed) -> np.ndarray:
+        est = estimators.get(obs.name)
+        hist = getattr(est, "histogram", None) if est is not None else _histogram_settings(obs)
+        if est is None or hist is None:
+            headroom = hist.headroom if hist is not None else 0.0
+            return np.array([[0.0, 0.0, headroom]])
+        return np.stack([hist.lo, hist.width, np.full(hist.channels, hist.headroom)], axis=1)
+
+    grids = {obs.name: grid_of(obs) for obs in observed}
+    out = run(grids)
     rerun = []
     for obs in observed:
         mn, mx = out[_suffix(obs.name, "min")], out[_suffix(obs.name, "max")]
+        if not np.any(mn <= mx) and not np.any(np.isnan(mn)):
+            continue  # an empty tensor on this batch: nothing to learn
+        if not (np.all(np.isfinite(mn)) and np.all(np.isfinite(mx))):
+            raise _not_finite(obs.name)
         est = _estimator(obs, len(mn), estimators)
         if not est.needs_histogram:
             est.update_min_max(mn, mx)
-        elif obs.name in ranges and est.covers(mn, mx):
+            continue
+        est.histogram.cover(mn, mx)  # start or grow (re-binning) as the kernel did
+        used = out[_suffix(obs.name, "grid_used")]
+        if np.array_equal(used[:, 0], est.histogram.lo) and np.array_equal(
+            used[:, 1], est.histogram.width
+        ):
             est.update_histogram(out[_suffix(obs.name, "hist")], mn, mx)
         else:
-            est.histogram.cover(mn, mx)  # grow the grid (re-binning), then count again
             rerun.append((obs, est))
     if rerun:
-        again = run(ranges | {obs.name: est.grid() for obs, est in rerun})
+        again = run(grids | {obs.name: grid_of(obs) for obs, _ in rerun})
         for obs, est in rerun:
             mn, mx = again[_suffix(obs.name, "min")], again[_suffix(obs.name, "max")]
             est.update_histogram(again[_suffix(obs.name, "hist")], mn, mx)
@@ -212,4 +276,8 @@ def _numpy_batch(sess: Any, feeds: Mapping[str, np.ndarray], observed, estimator
             rows = x.reshape(1, -1)
         else:
             rows = np.moveaxis(x, obs.axis, 0).reshape(x.shape[obs.axis], -1)
-        _estimator(obs, rows.shape[0], estimators).update(rows)
+        est = _estimator(obs, rows.shape[0], estimators)
+        try:
+            est.update(rows)
+        except InvalidInputError as err:
+            raise _not_finite(obs.name) from err

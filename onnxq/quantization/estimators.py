@@ -136,16 +136,6 @@ class _HistogramEstimator(RangeEstimator):
             super().update(rows)
             self.histogram.update(rows)
 
-    def grid(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per-channel ``(lo, hi)`` of the histogram grid (``bins`` equal bins)."""
-        return self.histogram.lo.copy(), self.histogram.hi.copy()
-
-    def covers(self, bmin: Any, bmax: Any) -> bool:
-        """Whether the current grid spans a batch with these extremes (and is set up)."""
-        lo, hi = self.grid()
-        started = self.histogram.width > 0
-        return bool(np.all(started & (np.asarray(bmin) >= lo) & (np.asarray(bmax) <= hi)))
-
     def update_histogram(self, counts: Any, bmin: Any, bmax: Any) -> None:
         """Merge a batch's counts on the current grid (see :meth:`grid`)."""
         super().update_min_max(bmin, bmax)
@@ -199,15 +189,28 @@ def _qdq_cost(
     ``scale``/``offset`` are ``[K]``; returns ``[K]``. Bins inside a grid's range cost their
     rounding error; bins outside cost ``saturation_weight`` times their clipping error.
     """
+    used = p > 0  # empty bins cost nothing: leave them out (a third or more of most grids)
+    mids, p = mids[used], p[used]
     s, o = scale[:, None], offset[:, None]
-    lo, hi = s * o, s * (o + steps)
-    clipped = np.clip(mids[None, :], lo, hi)
-    q = np.clip(np.floor(clipped / s - o + 0.5), 0, steps)  # half away (values ≥ 0 here)
-    rounding = (clipped - s * (q + o)) ** 2
-    saturation = (mids[None, :] - clipped) ** 2
-    inside = saturation == 0
-    cost = np.where(inside, rounding, saturation_weight * saturation)
-    return cost @ p
+    clipped = np.maximum(mids[None, :], s * o)
+    np.minimum(clipped, s * (o + steps), out=clipped)
+    q = clipped / s
+    q -= o
+    q += 0.5
+    np.floor(q, out=q)
+    np.maximum(q, 0, out=q)
+    np.minimum(q, steps, out=q)  # half away (values ≥ 0 here)
+    q += o
+    q *= s
+    q -= clipped
+    q *= q  # rounding error
+    np.subtract(mids[None, :], clipped, out=clipped)
+    clipped *= clipped  # saturation error
+    # bins inside a grid's range cost their rounding, bins outside their clipping (weighted)
+    outside = clipped != 0
+    clipped *= saturation_weight
+    np.copyto(q, clipped, where=outside)
+    return q @ p
 
 
 class _SearchEstimator(_HistogramEstimator):
@@ -277,23 +280,18 @@ class TfEnhancedEstimator(_SearchEstimator):
     def _candidates(
         self, lo: float, hi: float, steps: int, grid: dict[str, bool]
     ) -> tuple[np.ndarray, np.ndarray]:
-        cands = [(lo, hi)]  # the plain min/max first: it wins ties
+        # the plain min/max first: it wins ties
         if grid["symmetric"] and not (grid["unsigned_symmetric"] and lo == 0):
-            absmax = max(-lo, hi)
-            cands += [(-a, a) for a in np.arange(1, 102) / 100 * absmax]
-        elif not grid["symmetric"]:
-            delta_max = (hi - lo) / steps
-            for f in np.arange(1, 18) / 16:
-                delta = f * delta_max
-                for i in range(21):
-                    offset = -steps + i * steps / 20
-                    c_lo = max(offset * delta, lo)
-                    c_hi = min((offset + steps) * delta, hi)
-                    if (c_lo <= lo and c_hi >= hi) or c_hi <= c_lo:
-                        continue
-                    cands.append((c_lo, c_hi))
-        arr = np.array(cands)
-        return arr[:, 0], arr[:, 1]
+            a = np.arange(1, 102) / 100 * max(-lo, hi)
+            return np.concatenate([[lo], -a]), np.concatenate([[hi], a])
+        if grid["symmetric"]:
+            return np.array([lo]), np.array([hi])
+        delta = (np.arange(1, 18) / 16 * ((hi - lo) / steps))[:, None]  # f outer, offset inner
+        offset = (-steps + np.arange(21) * steps / 20)[None, :]
+        c_lo = np.maximum(offset * delta, lo).ravel()
+        c_hi = np.minimum((offset + steps) * delta, hi).ravel()
+        keep = ~((c_lo <= lo) & (c_hi >= hi)) & (c_hi > c_lo)
+        return np.concatenate([[lo], c_lo[keep]]), np.concatenate([[hi], c_hi[keep]])
 
 
 class MseEstimator(_SearchEstimator):

@@ -14,6 +14,7 @@ from onnx import TensorProto, helper
 
 from onnxq.calibrate.native import DOMAIN, kernel_library
 from onnxq.quantization.affine import quantize_dequantize
+from onnxq.quantization.histogram import StreamingHistogram
 
 
 @pytest.fixture(scope="module")
@@ -101,21 +102,84 @@ def test_new_encodings_apply_without_a_new_session(library):
         np.testing.assert_array_equal(got, ref)
 
 
+def _statistics(library, x, grid, *, axis=-1, bins=32):
+    outputs = ["mn", "mx", "h", "g_used"]
+    types = [TensorProto.FLOAT, TensorProto.FLOAT, TensorProto.INT64, TensorProto.DOUBLE]
+    node = helper.make_node("Statistics", ["x", "g"], outputs, domain=DOMAIN, axis=axis, bins=bins)
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, None),
+            helper.make_tensor_value_info("g", TensorProto.DOUBLE, None),
+        ],
+        [helper.make_tensor_value_info(n, t, None) for n, t in zip(outputs, types, strict=True)],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)]
+    )
+    model.ir_version = 10
+    so = ort.SessionOptions()
+    so.register_custom_ops_library(library)
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return sess.run(None, {"x": x, "g": np.asarray(grid, np.float64).reshape(-1, 3)})
+
+
+def _rows(x, axis):
+    return x.reshape(1, -1) if axis < 0 else np.moveaxis(x, axis, 0).reshape(x.shape[axis], -1)
+
+
 @pytest.mark.parametrize("axis", [-1, 0, 1, 3])
-def test_statistics_min_max_and_histogram(library, axis):
+def test_statistics_counts_on_a_given_grid_that_spans_the_data(library, axis):
     rng = np.random.default_rng(3)
     x = (rng.standard_normal((2, 5, 7, 9)) * 2).astype(np.float32)
-    channels = 1 if axis < 0 else x.shape[axis]
-    lo = np.full(channels, -2.5, np.float32)
-    hi = np.full(channels, 3.0, np.float32)
-    outputs = [("mn", TensorProto.FLOAT), ("mx", TensorProto.FLOAT), ("h", TensorProto.INT64)]
-    sess = _session(library, "Statistics", {"axis": axis, "bins": 32}, outputs)
-    mn, mx, hist = sess.run(None, {"x": x, "s": lo, "o": hi})
-    rows = x.reshape(1, -1) if axis < 0 else np.moveaxis(x, axis, 0).reshape(channels, -1)
+    rows = _rows(x, axis)
+    lo, width = -10.0, 20.0 / 32
+    mn, mx, hist, used = _statistics(library, x, [lo, width, 0.25], axis=axis)
     np.testing.assert_array_equal(mn, rows.min(axis=1))
     np.testing.assert_array_equal(mx, rows.max(axis=1))
-    for c in range(channels):
-        # values outside the range are not counted (min/max tell the caller they exist)
-        expected, _ = np.histogram(rows[c], bins=32, range=(-2.5, 3.0))
+    np.testing.assert_array_equal(used, np.tile([lo, width], (rows.shape[0], 1)))
+    for c in range(rows.shape[0]):
+        expected, _ = np.histogram(rows[c], bins=32, range=(lo, lo + 32 * width))
         np.testing.assert_array_equal(hist[c], expected)
-    assert hist.sum() < x.size
+
+
+@pytest.mark.parametrize("axis", [-1, 1])
+def test_statistics_starts_and_grows_grids_exactly_like_streaming_histogram(library, axis):
+    """No grid yet: the kernel starts one; data beyond it: the kernel grows it. Both grids
+    equal StreamingHistogram's bit for bit, and every value is counted."""
+    rng = np.random.default_rng(4)
+    first = (rng.standard_normal((4, 6, 5, 5)) * 0.5).astype(np.float32)
+    later = (rng.standard_normal((4, 6, 5, 5)) * 3 + 1).astype(np.float32)
+    inside = first * 0.9  # within the grown grids: counted in the single first pass
+    mixed = inside.copy()
+    mixed[:, 0] *= 40  # one channel beyond its grid, the others within theirs
+    channels = _rows(first, axis).shape[0]
+    reference = StreamingHistogram(channels, bins=64, headroom=0.25)
+    grid = np.array([[0.0, 0.0, 0.25]])
+    widths = []
+    for x in (first, later, inside, mixed):
+        rows = _rows(x, axis)
+        mn, mx, hist, used = _statistics(library, x, grid, axis=axis, bins=64)
+        np.testing.assert_array_equal(mn, rows.min(axis=1))
+        reference.cover(mn, mx)
+        np.testing.assert_array_equal(used[:, 0], reference.lo)
+        np.testing.assert_array_equal(used[:, 1], reference.width)
+        assert hist.sum() == x.size  # nothing dropped
+        for c in range(channels):
+            expected, _ = np.histogram(rows[c], bins=64, range=(used[c, 0], reference.hi[c]))
+            np.testing.assert_array_equal(hist[c], expected)
+        grid = np.stack([reference.lo, reference.width, np.full(channels, 0.25)], axis=1)
+        widths.append(reference.width.copy())
+    assert np.all(widths[1] >= 2 * widths[0])  # the later batch made every channel grow
+    np.testing.assert_array_equal(widths[2], widths[1])
+    assert widths[3][0] > widths[2][0]
+    np.testing.assert_array_equal(widths[3][1:], widths[2][1:])
+
+
+def test_statistics_reports_nan_as_a_nan_minimum(library):
+    x = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    x[1, 2, 3] = np.nan
+    mn, _, hist, _ = _statistics(library, x, [0.0, 0.0, 0.25])
+    assert np.isnan(mn[0])
+    assert hist.sum() == 0
