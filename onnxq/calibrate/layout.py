@@ -1,0 +1,161 @@
+"""Observe tensors without undoing onnxruntime's blocked-channel (NCHWc) layout.
+
+On x86 onnxruntime's most effective CPU optimization rewrites chains of Conv/Pool/Add into a
+blocked channel layout (``com.microsoft.nchwc`` ops), about 3× faster than plain NCHW on
+efflite0. An observer that reads an intermediate tensor is an ordinary op, so onnxruntime
+converts the tensor back to NCHW for it (a ``ReorderOutput``: one full copy per observed
+tensor), and nodes whose outputs are observed can no longer be fused. Observing every
+activation that way costs more than the inference itself.
+
+Rules of :func:`optimize_for_observation`:
+
+- the observed tensors are made graph outputs of the float model and onnxruntime optimizes
+  it at its highest level (graph outputs survive every fusion under their own names); the
+  optimized graph is read back;
+- a graph output produced by a ``ReorderOutput`` from the blocked layout is, for a
+  per-tensor observer, replaced by the blocked tensor itself when the channel count is a
+  multiple of the block size — the blocked tensor then holds exactly the same values, only
+  in another order, so per-tensor min, max and histogram are unchanged. Otherwise
+  (per-channel observers, padded channels, other consumers of the NCHW tensor) the reorder
+  stays and the observer reads the NCHW tensor;
+- the result is only valid on this machine and this onnxruntime (onnxruntime says so when it
+  saves the model); it is built for one calibration run and never written out by onnxq.
+"""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Optimized", "nchwc_block_size", "optimize_for_observation"]
+
+NCHWC_DOMAIN = "com.microsoft.nchwc"
+# onnxruntime serializes a ModelProto to one protobuf: leave larger models as they are
+_MAX_BYTES = 1 << 30
+
+
+@dataclass
+class Optimized:
+    """An optimized float model and, per observed tensor, the tensor to read in it."""
+
+    model: Any
+    sources: dict[str, str]
+    reorders_removed: int
+
+
+def _session_options(threads: int | None) -> Any:
+    import onnxruntime as ort  # noqa: PLC0415
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    if threads:
+        so.intra_op_num_threads = threads
+    return so
+
+
+def _optimize(model: Any, threads: int | None) -> Any:
+    import onnx  # noqa: PLC0415
+    import onnxruntime as ort  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory(prefix="onnxq-opt-") as tmp:
+        path = Path(tmp) / "optimized.onnx"
+        so = _session_options(threads)
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.optimized_model_filepath = str(path)
+        ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        return onnx.load(str(path))
+
+
+@functools.cache
+def nchwc_block_size() -> int | None:
+    """onnxruntime's blocked-layout channel block on this CPU, None when it uses none.
+
+    Probed once per process: a 1-output-channel Conv is padded to one whole block.
+    """
+    import numpy as np  # noqa: PLC0415
+    from onnx import TensorProto, helper, numpy_helper  # noqa: PLC0415
+
+    weight = numpy_helper.from_array(np.ones((1, 64, 1, 1), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"])],
+        "probe",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 4, 4])],
+        [weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    optimized = _optimize(model, 1)
+    if optimized is None:
+        return None
+    dims = {t.name: list(t.dims) for t in optimized.graph.initializer}
+    for node in optimized.graph.node:
+        if node.domain == NCHWC_DOMAIN and node.op_type == "Conv":
+            return int(dims[node.input[1]][0])
+    return None
+
+
+def optimize_for_observation(
+    model: Any, per_tensor: Iterable[str], per_channel: Iterable[str], threads: int | None
+) -> Optimized | None:
+    """Optimize ``model`` with the observed tensors kept; None when it cannot be done here.
+
+    Parameters
+    ----------
+    model
+        Float ``ModelProto`` (not modified).
+    per_tensor, per_channel
+        Names of the tensors observed per tensor and per channel.
+    threads
+        onnxruntime intra-op threads (only affects the optimization's own session).
+    """
+    import onnx  # noqa: PLC0415
+    from onnx import TensorProto, helper  # noqa: PLC0415
+
+    per_tensor, per_channel = list(per_tensor), list(per_channel)
+    block = nchwc_block_size()
+    marked = onnx.ModelProto()
+    marked.CopyFrom(model)
+    outputs = [o.name for o in marked.graph.output]
+    inputs = {i.name for i in marked.graph.input}
+    for name in per_tensor + per_channel:
+        if name not in outputs and name not in inputs:
+            marked.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+    optimized = _optimize(marked, threads)
+    if optimized is None:
+        return None
+    graph = optimized.graph
+
+    producer = {out: node for node in graph.node for out in node.output}
+    readers: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers[name] = readers.get(name, 0) + 1
+    sources = {name: name for name in per_tensor + per_channel}
+    dropped = []
+    for name in per_tensor:
+        node = producer.get(name)
+        if (
+            block is None
+            or node is None
+            or node.domain != NCHWC_DOMAIN
+            or node.op_type != "ReorderOutput"
+            or name in outputs
+            or readers.get(name, 0)
+        ):
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if attrs.get("channels_last", 0) or attrs.get("channels", 0) % block:
+            continue
+        sources[name] = node.input[0]
+        dropped.append(node)
+    for node in dropped:
+        graph.node.remove(node)
+    # back to the model's own outputs; observers add theirs
+    kept = [o for o in graph.output if o.name in outputs]
+    del graph.output[:]
+    graph.output.extend(kept)
+    return Optimized(optimized, sources, len(dropped))
