@@ -27,10 +27,12 @@ from typing import Any
 
 RESULTS = Path(__file__).parent / "results"
 SAMPLES, BATCH, THREADS = 64, 8, 2
+ROUNDS = 3  # each case alternates with the others this many times; medians are kept
 CASES = [("fp32", None), ("tf", True), ("tf", False), ("tf_enhanced", True), ("percentile", True)]
 
 
-def _model_and_positions() -> tuple[Any, list[str], Any]:
+def model_and_positions() -> tuple[Any, list[str], Any]:
+    """BN-folded efflite0, its activation quantizer positions and its zoo entry."""
     import onnx  # noqa: PLC0415
 
     from benchmarks import zoo  # noqa: PLC0415
@@ -58,7 +60,7 @@ def measure(case: str, native: bool | None) -> dict[str, Any]:
 
     from onnxq.calibrate.statistics import Observed, collect_statistics  # noqa: PLC0415
 
-    model, positions, zm = _model_and_positions()
+    model, positions, zm = model_and_positions()
     feeds = list(zm.feeds("calib", BATCH))[: SAMPLES // BATCH]
     start = time.perf_counter()
     if case == "fp32":
@@ -99,7 +101,7 @@ def main() -> dict[str, Any]:
 
     kernel_library()  # built before timing, so no run pays for the compilation
     runs: dict[str, list[dict[str, Any]]] = {}
-    for _ in range(2):
+    for _ in range(ROUNDS):
         for case, native in CASES:
             key = case if native is None else f"{case}-{'native' if native else 'plain'}"
             runs.setdefault(key, []).append(_run(case, native))
