@@ -7,7 +7,7 @@ time ÷ float inference time over the same samples ≤ 1.25 for ``tf`` and ≤ 2
 The model is efflite0 with its BNs folded; observed are the activation quantizer positions of
 such a model (the input and every node output except a Conv's feeding its Clip, which the
 hardware fuses). Each measurement runs in a process of its own so peak RSS is its own; float
-inference and calibration alternate, twice each, and the medians are kept.
+inference and calibration alternate, three times each, and the medians are kept.
 
 Run: ``python -m benchmarks.calibration`` (writes results/calibration.json).
 """

@@ -57,16 +57,27 @@ def _session_options(threads: int | None) -> Any:
     return so
 
 
-def _optimize(model: Any, threads: int | None) -> Any:
+def _optimize(model: Any, threads: int | None, extra: bytes = b"") -> Any:
+    """onnxruntime's fully optimized graph of ``model``; None when the model is too large.
+
+    ``extra`` is a serialized ``ModelProto`` merged into ``model`` on the way (protobuf
+    appends repeated fields of concatenated messages): extra graph outputs without copying
+    the model's weights.
+    """
     import onnx  # noqa: PLC0415
     import onnxruntime as ort  # noqa: PLC0415
 
+    data = model.SerializeToString() + extra
+    if len(data) > _MAX_BYTES:
+        return None
     with tempfile.TemporaryDirectory(prefix="onnxq-opt-") as tmp:
         path = Path(tmp) / "optimized.onnx"
         so = _session_options(threads)
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.optimized_model_filepath = str(path)
-        ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        # this session is only built for the graph it saves: skip packing weights for it
+        so.add_session_config_entry("session.disable_prepacking", "1")
+        ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
         return onnx.load(str(path))
 
 
@@ -117,14 +128,15 @@ def optimize_for_observation(
 
     per_tensor, per_channel = list(per_tensor), list(per_channel)
     block = nchwc_block_size()
+    outputs = [o.name for o in model.graph.output]
+    inputs = {i.name for i in model.graph.input}
     marked = onnx.ModelProto()
-    marked.CopyFrom(model)
-    outputs = [o.name for o in marked.graph.output]
-    inputs = {i.name for i in marked.graph.input}
-    for name in per_tensor + per_channel:
-        if name not in outputs and name not in inputs:
-            marked.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
-    optimized = _optimize(marked, threads)
+    marked.graph.output.extend(
+        helper.make_tensor_value_info(name, TensorProto.FLOAT, None)
+        for name in per_tensor + per_channel
+        if name not in outputs and name not in inputs
+    )
+    optimized = _optimize(model, threads, marked.SerializeToString())
     if optimized is None:
         return None
     graph = optimized.graph

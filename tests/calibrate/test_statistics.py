@@ -115,3 +115,79 @@ def test_nan_in_an_activation_names_the_tensor(native):
     batches[1]["x"][0, 0, 0, 0] = np.nan
     with pytest.raises(InvalidInputError, match="tensor 'x' holds NaN or Inf"):
         collect_statistics(_model(), batches, [Observed("x", "tf_enhanced")], use_kernels=native)
+
+
+def _blocked_model():
+    """Convs wide enough (16 channels) for onnxruntime's blocked layout, with a residual Add."""
+    rng = np.random.default_rng(5)
+    inits = [
+        numpy_helper.from_array(
+            (rng.standard_normal((16, 8, 3, 3)) * 0.3).astype(np.float32), "w1"
+        ),
+        numpy_helper.from_array(
+            (rng.standard_normal((16, 16, 1, 1)) * 0.3).astype(np.float32), "w2"
+        ),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"]),
+        helper.make_node("Add", ["c2", "r1"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 8, 12, 12])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 10
+    return model
+
+
+def _blocked_batches():
+    rng = np.random.default_rng(6)
+    return [
+        {"x": rng.standard_normal((4, 8, 12, 12)).astype(np.float32) * (i + 1)} for i in range(3)
+    ]
+
+
+@pytest.mark.parametrize("scheme", ["tf", "tf_enhanced"])
+def test_observing_inside_the_blocked_layout_changes_nothing(scheme):
+    """Per-tensor observers read onnxruntime's NCHWc tensors, per-channel ones the NCHW
+    tensors; both match the plain path exactly. Also with the layout step turned off."""
+    model = _blocked_model()
+    obs = [Observed("c1", scheme), Observed("r1", scheme, 1), Observed("c2", scheme)]
+    obs.append(Observed("y", scheme))
+    plain = collect_statistics(model, _blocked_batches(), obs, use_kernels=False)
+    native = collect_statistics(model, _blocked_batches(), obs, use_kernels=True)
+    for o in obs:
+        np.testing.assert_array_equal(native[o.name].min, plain[o.name].min)
+        np.testing.assert_array_equal(native[o.name].max, plain[o.name].max)
+        np.testing.assert_array_equal(
+            native[o.name].encoding(8).scale, plain[o.name].encoding(8).scale
+        )
+
+
+def test_blocked_tensors_are_read_in_place_where_the_cpu_has_the_layout():
+    from onnxq.calibrate.layout import nchwc_block_size, optimize_for_observation  # noqa: PLC0415
+
+    if nchwc_block_size() is None:
+        pytest.skip("onnxruntime uses no blocked layout on this CPU")
+    optimized = optimize_for_observation(_blocked_model(), ["c1", "c2", "y"], ["r1"], threads=1)
+    assert optimized.reorders_removed >= 2
+    assert optimized.sources["r1"] == "r1"  # per channel: the NCHW tensor
+    assert optimized.sources["c1"] != "c1"
+
+
+def test_models_too_large_to_optimize_are_observed_as_they_are(monkeypatch):
+    from onnxq.calibrate import layout  # noqa: PLC0415
+
+    monkeypatch.setattr(layout, "_MAX_BYTES", 100)
+    assert layout.optimize_for_observation(_blocked_model(), ["c1"], [], threads=1) is None
+    obs = [Observed("c1", "tf_enhanced"), Observed("y")]
+    native = collect_statistics(_blocked_model(), _blocked_batches(), obs, use_kernels=True)
+    plain = collect_statistics(_blocked_model(), _blocked_batches(), obs, use_kernels=False)
+    for o in obs:
+        np.testing.assert_array_equal(native[o.name].max, plain[o.name].max)
