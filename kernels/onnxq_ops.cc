@@ -33,7 +33,7 @@
 #include <string>
 #include <vector>
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#if defined(__x86_64__) && !defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 11
 // hot loops get an AVX2 copy chosen at load time; the baseline (-march=x86-64-v2) has SSE4.1
 #define ONNXQ_MULTIVERSION __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
@@ -68,13 +68,38 @@ float to_half_and_back(float v) {
   return h.ToFloat();
 }
 
+// Fake-quantizes n contiguous values; their scale/offset advance by `ps` per value (0: one
+// pair for the whole run, 1: one per value, as along the inner axis of a block grid).
 template <bool kHalfAway>
-void fake_quant_run(const float* x, float* y, int64_t n, float s, float o, float lo, float hi) {
-  for (int64_t i = 0; i < n; ++i) {
-    float r = kHalfAway ? round_half_away(x[i] / s) : round_half_even(x[i] / s);
-    float q = std::min(std::max(r - o, lo), hi) + 0.0f;
-    y[i] = (q + o) * s;
+inline void fake_quant_impl(const float* x, float* y, int64_t n, const float* s, const float* o,
+                            int64_t ps, float lo, float hi) {
+  if (ps == 0) {
+    const float sc = s[0], of = o[0];
+    for (int64_t i = 0; i < n; ++i) {
+      float r = kHalfAway ? round_half_away(x[i] / sc) : round_half_even(x[i] / sc);
+      float q = std::min(std::max(r - of, lo), hi) + 0.0f;
+      y[i] = (q + of) * sc;
+    }
+    return;
   }
+  for (int64_t i = 0; i < n; ++i) {
+    const float sc = s[i * ps], of = o[i * ps];
+    float r = kHalfAway ? round_half_away(x[i] / sc) : round_half_even(x[i] / sc);
+    float q = std::min(std::max(r - of, lo), hi) + 0.0f;
+    y[i] = (q + of) * sc;
+  }
+}
+
+ONNXQ_MULTIVERSION
+void fake_quant_half_even(const float* x, float* y, int64_t n, const float* s, const float* o,
+                          int64_t ps, float lo, float hi) {
+  fake_quant_impl<false>(x, y, n, s, o, ps, lo, hi);
+}
+
+ONNXQ_MULTIVERSION
+void fake_quant_half_away(const float* x, float* y, int64_t n, const float* s, const float* o,
+                          int64_t ps, float lo, float hi) {
+  fake_quant_impl<true>(x, y, n, s, o, ps, lo, hi);
 }
 
 struct FakeQuantizeKernel {
@@ -124,23 +149,29 @@ struct FakeQuantizeKernel {
     if (ns == 1) {
       const int64_t chunk = 1 << 15;
       for (int64_t start = 0; start < n; start += chunk)
-        w.spans.push_back({start, std::min(chunk, n - start), 0});
+        w.spans.push_back({start, std::min(chunk, n - start), 0, 0});
     } else {
       Layout l = split(shape, ax);
       if (block_size > 0) {
+        // a row of `inner` values of one (outer, channel) uses the grid row of its block,
+        // one scale per inner position
         const int64_t blocks = (l.channels + block_size - 1) / block_size;
         if (ns != l.outer * blocks * l.inner)
           throw std::runtime_error("FakeQuantize: scale does not match the block grid");
+        const int64_t ps = l.inner > 1 ? 1 : 0;
         for (int64_t a = 0; a < l.outer; ++a)
           for (int64_t c = 0; c < l.channels; ++c)
-            for (int64_t i = 0; i < l.inner; ++i)
-              w.spans.push_back(
-                  {(a * l.channels + c) * l.inner + i, 1, (a * blocks + c / block_size) * l.inner + i});
+            w.spans.push_back(
+                {(a * l.channels + c) * l.inner, l.inner, (a * blocks + c / block_size) * l.inner, ps});
       } else {
         if (ns != l.channels) throw std::runtime_error("FakeQuantize: scale size != channels");
-        for (int64_t a = 0; a < l.outer; ++a)
-          for (int64_t c = 0; c < l.channels; ++c)
-            w.spans.push_back({(a * l.channels + c) * l.inner, l.inner, c});
+        if (l.inner == 1) {  // channels last (a MatMul weight): a row walks the channels
+          for (int64_t a = 0; a < l.outer; ++a) w.spans.push_back({a * l.channels, l.channels, 0, 1});
+        } else {
+          for (int64_t a = 0; a < l.outer; ++a)
+            for (int64_t c = 0; c < l.channels; ++c)
+              w.spans.push_back({(a * l.channels + c) * l.inner, l.inner, c, 0});
+        }
       }
     }
     if (w.spans.size() > 1 && n >= (1 << 16)) {
@@ -151,7 +182,7 @@ struct FakeQuantizeKernel {
   }
 
   struct Span {
-    int64_t start, count, param;
+    int64_t start, count, param, param_stride;
   };
   struct Work {
     const FakeQuantizeKernel* kernel;
@@ -163,14 +194,15 @@ struct FakeQuantizeKernel {
     static void run_one(void* data, size_t i) {
       auto* w = static_cast<Work*>(data);
       const Span& sp = w->spans[i];
-      w->kernel->run(w->x + sp.start, w->y + sp.start, sp.count, w->s[sp.param], w->o[sp.param],
-                     w->lo, w->hi);
+      w->kernel->run(w->x + sp.start, w->y + sp.start, sp.count, w->s + sp.param,
+                     w->o + sp.param, sp.param_stride, w->lo, w->hi);
     }
   };
 
-  void run(const float* x, float* y, int64_t n, float s, float o, float lo, float hi) const {
-    if (rounding) fake_quant_run<true>(x, y, n, s, o, lo, hi);
-    else fake_quant_run<false>(x, y, n, s, o, lo, hi);
+  void run(const float* x, float* y, int64_t n, const float* s, const float* o, int64_t ps,
+           float lo, float hi) const {
+    if (rounding) fake_quant_half_away(x, y, n, s, o, ps, lo, hi);
+    else fake_quant_half_even(x, y, n, s, o, ps, lo, hi);
   }
 };
 

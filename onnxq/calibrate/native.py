@@ -11,7 +11,9 @@ Rules:
   with ``apt-get download`` using private package lists (the system's apt state is untouched)
   and unpacked into the cache. Headers are never part of onnxq;
 - ``-march=x86-64-v2`` (SSE4.1) on x86-64: without a vector rounding instruction each
-  ``nearbyint`` is a libm call, about 60× slower;
+  ``nearbyint`` is a libm call, about 60× slower; hot loops also get an AVX2 clone chosen
+  at load time (``target_clones``); ``-ffp-contract=off`` keeps every operation rounded as
+  numpy rounds it, so results match the Python side bit for bit;
 - the library links to nothing (``ORT_API_MANUAL_INIT``): the C API is append-only, so a build
   against older headers loads into newer onnxruntime releases;
 - builds are atomic (compiled to a temporary name, then renamed).
@@ -58,6 +60,8 @@ def _flags() -> list[str]:
         "-std=c++17",
         "-O3",
         "-fno-math-errno",
+        # no fused multiply-add: results must equal numpy's separately rounded operations
+        "-ffp-contract=off",
         "-fopenmp-simd",
         "-fPIC",
         "-shared",
