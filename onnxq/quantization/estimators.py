@@ -270,7 +270,8 @@ class TfEnhancedEstimator(_SearchEstimator):
 
     Candidates (AIMET's, aimet-facts §5): asymmetric grids of ``f·Δ`` for ``f = 1/16 … 17/16``
     with 21 offsets across the grid, clipped to the observed range (those covering all of it
-    dropped), plus plain min/max; symmetric grids of ``f·absmax`` for ``f = 0.01 … 1.01``;
+    dropped), plus plain min/max; symmetric grids of step ``f·absmax/(steps/2)`` for
+    ``f = 0.01 … 1.01``;
     unsigned symmetric with min 0: min/max only. Cost: rounding noise of the bins in range plus
     3× the saturation error of those outside, from bin midpoints.
     """
@@ -282,8 +283,11 @@ class TfEnhancedEstimator(_SearchEstimator):
     ) -> tuple[np.ndarray, np.ndarray]:
         # the plain min/max first: it wins ties
         if grid["symmetric"] and not (grid["unsigned_symmetric"] and lo == 0):
-            a = np.arange(1, 102) / 100 * max(-lo, hi)
-            return np.concatenate([[lo], -a]), np.concatenate([[hi], a])
+            # AIMET's symmetric deltas f·absmax/(steps/2), steps/2 unrounded (127.5 at 8
+            # bits, measured), as the ranges [-ceil(steps/2)·Δ, floor(steps/2)·Δ] they span
+            delta = np.arange(1, 102) / 100 * max(-lo, hi) / (steps / 2)
+            below, above = (steps + 1) // 2, steps // 2
+            return np.concatenate([[lo], -below * delta]), np.concatenate([[hi], above * delta])
         if grid["symmetric"]:
             return np.array([lo]), np.array([hi])
         delta = (np.arange(1, 18) / 16 * ((hi - lo) / steps))[:, None]  # f outer, offset inner

@@ -9,9 +9,11 @@ exchanged with AIMET and QNN toolchains:
 3. *Asymmetric*: ``scale = (max - min) / num_steps``; if ``min < 0 < max`` then
    ``offset = -clamp(round(-min / scale), 0, num_steps)``, which shifts the range so that zero
    lands exactly on the grid; otherwise ``offset = round(min / scale)`` (0 or ``-num_steps``).
-4. *Symmetric (signed)*: ``scale = max(|min|, |max|) / floor(num_steps / 2)`` and
-   ``offset = -ceil(num_steps / 2)``: ``[-128, 127]·scale`` for 8 bits, ``[-127, 127]·scale``
-   when strict.
+4. *Symmetric (signed)*: ``offset = -ceil(num_steps / 2)`` and
+   ``scale = max(-min / ceil(num_steps / 2), max / floor(num_steps / 2))``: the grid is
+   ``[-128, 127]·scale`` for 8 bits and a negative extreme may use all 128 levels below zero
+   (AIMET 2.42's analyzers do so, measured; aimet-facts §5 gives ``absmax / 127``);
+   ``[-127, 127]·scale``, i.e. ``absmax / 127``, when strict.
 5. *Unsigned symmetric*: when enabled and the gated ``min`` is 0 (a non-negative tensor such as
    a ReLU output), the asymmetric path with ``offset = 0`` is used instead.
 6. *Scale floor*: ``scale ≥ min_scale``; by default float32's epsilon (2**-23) for bitwidths up
@@ -97,8 +99,10 @@ def scale_offset_from_range(
     if not symmetric:
         return a_scale, a_offset.astype(np.int64)
 
-    absmax = np.maximum(np.abs(lo), hi)
-    s_scale = np.maximum(absmax / (steps // 2), floor)
+    # AIMET 2.42 (measured with its libpymo analyzers): the negative side may use the whole
+    # ceil(steps/2) levels below zero, the positive side floor(steps/2) above it; the scale
+    # is the larger need. 8 bits: max(-min/128, max/127); strict (steps even): absmax/127.
+    s_scale = np.maximum(np.maximum(-lo / ((steps + 1) // 2), hi / (steps // 2)), floor)
     s_offset = np.full(lo.shape, -((steps + 1) // 2), dtype=np.float64)
     if unsigned_symmetric:
         use_unsigned = lo == 0

@@ -3,6 +3,8 @@ should, checked against independent computations on the data itself."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -96,13 +98,16 @@ def test_tf_enhanced_and_mse_clip_rare_outliers_at_4_bits_and_lower_the_real_err
 
 
 def _tf_enhanced_reference(data, bins_mids, probs, bw, symmetric):
-    """Brute force, loop by loop: AIMET's candidates and cost as aimet-facts §5 states them."""
+    """Brute force, loop by loop: AIMET's candidates and cost as aimet-facts §5 states them
+    (symmetric deltas over steps/2 unrounded, as AIMET 2.42's analyzer measurably uses)."""
     steps = 2**bw - 1
     lo, hi = min(data.min(), 0.0), max(data.max(), 0.0)
     cands = [(lo, hi)]
     if symmetric:
         absmax = max(-lo, hi)
-        cands += [(-absmax * j / 100, absmax * j / 100) for j in range(1, 102)]
+        for j in range(1, 102):
+            delta = absmax * j / 100 / (steps / 2)
+            cands.append((-math.ceil(steps / 2) * delta, math.floor(steps / 2) * delta))
     else:
         dmax = (hi - lo) / steps
         for k in range(1, 18):

@@ -21,13 +21,14 @@ def _round_away(v: float) -> float:
 
 
 def reference(lo, hi, bw, sym=False, strict=False, unsigned=False):
-    """The formulas of aimet-facts §5, scalar by scalar in plain Python."""
+    """AIMET 2.42's formulas, scalar by scalar in plain Python (aimet-facts §5, with the
+    symmetric scale as measured from AIMET's own analyzers: see benchmarks/aimet_schemes.py)."""
     lo, hi = min(lo, 0.0), max(hi, 0.0)
     steps = 2**bw - 1 - (1 if sym and strict else 0)
     floor = EPS if bw <= 16 else 0.01 / steps
     if sym and not (unsigned and lo == 0):
-        absmax = max(abs(lo), abs(hi))
-        return max(absmax / math.floor(steps / 2), floor), -math.ceil(steps / 2)
+        need = max(-lo / math.ceil(steps / 2), hi / math.floor(steps / 2))
+        return max(need, floor), -math.ceil(steps / 2)
     scale = max((hi - lo) / steps, floor)
     if lo < 0 < hi:
         return scale, -min(max(_round_away(-lo / scale), 0), steps)
@@ -39,8 +40,10 @@ def reference(lo, hi, bw, sym=False, strict=False, unsigned=False):
     [
         # asymmetric [-1, 1], 8 bits: 2/255, zero shifted onto the grid at 128
         ((-1.0, 1.0, 8), {}, 2 / 255, -128, -128 * 2 / 255, 127 * 2 / 255),
-        # symmetric: absmax / 127, offset -128: [-128 s, 127 s]
-        ((-1.0, 0.5, 8), {"symmetric": True}, 1 / 127, -128, -128 / 127, 1.0),
+        # symmetric, the negative side larger: all 128 levels below zero, |min| / 128
+        ((-1.0, 0.5, 8), {"symmetric": True}, 1 / 128, -128, -1.0, 127 / 128),
+        # symmetric, the positive side larger: max / 127, offset -128: [-128 s, 127 s]
+        ((-0.5, 1.0, 8), {"symmetric": True}, 1 / 127, -128, -128 / 127, 1.0),
         # strict symmetric: [-absmax, absmax], offset -127
         ((-0.5, 1.0, 8), {"symmetric": True, "strict_symmetric": True}, 1 / 127, -127, -1, 1),
         # unsigned symmetric on a non-negative range: asymmetric path, offset 0
@@ -51,8 +54,9 @@ def reference(lo, hi, bw, sym=False, strict=False, unsigned=False):
         ((3.0, 3.0, 8), {}, 3 / 255, 0, 0, 3.0),
         # one-sided negative: max gated to 0, offset -255
         ((-2.0, -1.0, 8), {}, 2 / 255, -255, -2.0, 0.0),
-        # 4-bit symmetric: 15 steps, absmax / 7, offset -8
-        ((-0.7, 0.1, 4), {"symmetric": True}, 0.1, -8, -0.8, 0.7),
+        # 4-bit symmetric: 15 steps, offset -8: max(0.7 / 8, 0.1 / 7)
+        ((-0.7, 0.1, 4), {"symmetric": True}, 0.0875, -8, -0.7, 0.6125),
+        ((-0.1, 0.7, 4), {"symmetric": True}, 0.1, -8, -0.8, 0.7),
         # 16-bit asymmetric
         ((-1.0, 3.0, 16), {}, 4 / 65535, -16384, -16384 * 4 / 65535, 49151 * 4 / 65535),
         # all-zero tensors hit the scale floor: float32 epsilon up to 16 bits ...
