@@ -12,6 +12,8 @@ Public API
 - Hardware configs: :class:`HardwareConfig`, :func:`load_config`, :func:`available_configs`.
 - Graph passes: :func:`prepare_model`, :func:`fold_all_batch_norms`, :func:`equalize_model`;
   models: :func:`load_model`, :func:`save_model`.
+- Calibration: :func:`collect_statistics` with :class:`Observed` tensors; range estimators
+  (quant schemes) from :func:`make_estimator`.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ _LAZY = {
     "equalize_model": "onnxq.passes.equalize",
     "load_model": "onnxq.graph.model_io",
     "save_model": "onnxq.graph.model_io",
+    "Observed": "onnxq.calibrate.statistics",
+    "collect_statistics": "onnxq.calibrate.statistics",
+    "make_estimator": "onnxq.quantization.estimators",
     "OnnxqError": "onnxq.errors",
     "ModelError": "onnxq.errors",
     "InvalidInputError": "onnxq.errors",
@@ -51,21 +56,25 @@ __all__ = [
     "HardwareConfig",
     "InvalidInputError",
     "ModelError",
+    "Observed",
     "OnnxqError",
     "__version__",
     "available_configs",
+    "collect_statistics",
     "encoding_from_range",
     "equalize_model",
     "fold_all_batch_norms",
     "load_config",
     "load_encodings",
     "load_model",
+    "make_estimator",
     "prepare_model",
     "save_encodings",
     "save_model",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from onnxq.calibrate.statistics import Observed, collect_statistics
     from onnxq.errors import (
         ConfigError,
         EncodingsFileError,
@@ -79,6 +88,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from onnxq.passes.fold_batch_norms import fold_all_batch_norms
     from onnxq.passes.prepare import prepare_model
     from onnxq.quantization.encoding import Encoding
+    from onnxq.quantization.estimators import make_estimator
     from onnxq.quantization.ranges import encoding_from_range
     from onnxq.sim.hwconfig import HardwareConfig, available_configs, load_config
 
