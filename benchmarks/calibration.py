@@ -7,7 +7,7 @@ time ÷ float inference time over the same samples ≤ 1.25 for ``tf`` and ≤ 2
 The model is efflite0 with its BNs folded; observed are the activation quantizer positions of
 such a model (the input and every node output except a Conv's feeding its Clip, which the
 hardware fuses). Each measurement runs in a process of its own so peak RSS is its own; float
-inference and calibration alternate, three times each, and the medians are kept.
+inference and calibration alternate, five times each, and the medians are kept.
 
 Run: ``python -m benchmarks.calibration`` (writes results/calibration.json).
 """
@@ -27,7 +27,7 @@ from typing import Any
 
 RESULTS = Path(__file__).parent / "results"
 SAMPLES, BATCH, THREADS = 64, 8, 2
-ROUNDS = 3  # each case alternates with the others this many times; medians are kept
+ROUNDS = 5  # each case alternates with the others this many times; medians are kept
 CASES = [("fp32", None), ("tf", True), ("tf", False), ("tf_enhanced", True), ("percentile", True)]
 
 

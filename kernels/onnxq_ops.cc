@@ -339,7 +339,9 @@ struct StatisticsKernel {
     std::vector<float> mn, mx;
     std::vector<char> nan;
     std::vector<Grid> grid;  // per channel
-    std::vector<int64_t> hist;
+    // 32-bit counters: 4 lanes of 2049 bins stay within a core's 32 KB L1 (a slot counts at
+    // most one channel of one batch, checked below to fit)
+    std::vector<uint32_t> hist;
 
     std::vector<char> recount;  // per channel: its grid changed after the first pass
     bool counting_first = false;  // the first pass also counts on the given grids
@@ -365,8 +367,8 @@ struct StatisticsKernel {
     static void count_span(Work* w, const Item& it, int64_t from, int64_t count, bool* nan) {
       const Grid g = w->grid[it.channel];
       const double hi = g.lo + g.width * static_cast<double>(w->bins);
-      int64_t* h = w->hist.data() + it.slot * kLanes * w->stride;
-      int64_t *h0 = h, *h1 = h + w->stride, *h2 = h + 2 * w->stride, *h3 = h + 3 * w->stride;
+      uint32_t* h = w->hist.data() + it.slot * kLanes * w->stride;
+      uint32_t *h0 = h, *h1 = h + w->stride, *h2 = h + 2 * w->stride, *h3 = h + 3 * w->stride;
       constexpr int64_t kBlock = 2048;
       int32_t idx[kBlock];
       for (int64_t s = from; s < from + count; s += kBlock) {
@@ -432,6 +434,8 @@ struct StatisticsKernel {
       w.grid[c] = {row[0], row[1]};
       w.counting_first = w.counting_first && row[1] > 0;
     }
+    if (l.outer * l.inner >= (int64_t{1} << 32))
+      throw std::runtime_error("Statistics: over 2^32 values in one channel of one batch");
     w.hist.assign(slots * Work::kLanes * w.stride, 0);
     for_items(&Work::scan);
     std::vector<float> mn(C), mx(C);
@@ -482,7 +486,7 @@ struct StatisticsKernel {
     for (int64_t k = 0; k < slots; ++k) {
       const int64_t c = C == 1 ? 0 : k;
       for (int64_t lane = 0; lane < Work::kLanes; ++lane) {
-        const int64_t* src = w.hist.data() + (k * Work::kLanes + lane) * w.stride;
+        const uint32_t* src = w.hist.data() + (k * Work::kLanes + lane) * w.stride;
         for (int64_t b = 0; b < bins; ++b) h[c * bins + b] += src[b];
       }
     }
