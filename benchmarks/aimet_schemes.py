@@ -13,8 +13,8 @@ Compared per case:
 
 - ``tf``: scale and offset of AIMET's encoding and of onnxq's MinMaxEstimator;
 - ``tf_enhanced`` on AIMET's statistics: AIMET's own histogram (read back with
-  ``getStatsHistogram``) loaded into onnxq's estimator, with the data's extremes (which
-  AIMET's candidates span); then onnxq's candidate search should return AIMET's range;
+  ``getStatsHistogram``) loaded into onnxq's estimator; onnxq's search must return AIMET's
+  encoding;
 - ``tf_enhanced`` end to end: onnxq's own streaming histogram (its grid differs from AIMET's
   3×-widened one), reported as the relative scale difference.
 
@@ -109,7 +109,6 @@ def _worker(path: str) -> None:
                     same = TfEnhancedEstimator(bins=len(left))
                     same.histogram.lo[0], same.histogram.width[0] = left[0], width
                     same.histogram.counts[0] = pdf
-                    # AIMET's candidates span the data's own extremes (measured), not bin edges
                     same.min[0], same.max[0] = float(x.min()), float(x.max())
                     row["tf_enhanced_same_statistics"] = _compare(aimet, same.encoding(bw, **grid))
                     own = TfEnhancedEstimator()

@@ -10,6 +10,7 @@ scheme             range
 ``tf``             running min / max (AIMET's formula exactly)
 ``tf_enhanced``    AIMET's SQNR-driven search over candidate grids on the histogram:
                    in-range rounding noise plus 3× the saturation error, lowest wins
+                   (AIMET 2.42's candidates and float32 arithmetic)
 ``percentile``     the ``(100 − p)``-th and ``p``-th percentiles of the histogram
 ``mse``            the candidate range with the least quantization MSE (rounding + clipping)
 ``entropy``        the candidate range with the least KL divergence (TensorRT's criterion)
@@ -30,6 +31,7 @@ from onnxq.errors import InvalidInputError
 from onnxq.quantization.encoding import Encoding
 from onnxq.quantization.histogram import DEFAULT_BINS, StreamingHistogram
 from onnxq.quantization.ranges import encoding_from_range, scale_offset_from_range
+from onnxq.quantization.tf_enhanced import tf_enhanced_search
 
 __all__ = [
     "SCHEMES",
@@ -265,37 +267,48 @@ class _SearchEstimator(_HistogramEstimator):
         return lo_out, hi_out
 
 
-class TfEnhancedEstimator(_SearchEstimator):
-    """``tf_enhanced``: AIMET's candidate search on a 512-bin histogram.
+class TfEnhancedEstimator(_HistogramEstimator):
+    """``tf_enhanced``: AIMET's candidate search on the histogram, rule for rule.
 
-    Candidates (AIMET's, aimet-facts §5): asymmetric grids of ``f·Δ`` for ``f = 1/16 … 17/16``
-    with 21 offsets across the grid, clipped to the observed range (those covering all of it
-    dropped), plus plain min/max; symmetric grids of step ``f·absmax/(steps/2)`` for
-    ``f = 0.01 … 1.01``;
-    unsigned symmetric with min 0: min/max only. Cost: rounding noise of the bins in range plus
-    3× the saturation error of those outside, from bin midpoints.
+    Candidates, cost and arithmetic are AIMET 2.42's (see :mod:`onnxq.quantization.tf_enhanced`):
+    rounding noise of the bins inside a grid plus 3× the saturation error of those outside.
+    The range searched is AIMET's too, the left edges of the extreme non-empty bins. The
+    histogram starts as AIMET's does, 1536 bins over the first batch's range widened 3×
+    about its centre, so on one batch both see the same bins; unlike AIMET's, it grows when
+    later batches reach further.
     """
 
-    saturation_weight = 3.0
+    def __init__(self, channels: int = 1, bins: int = 1536, headroom: float = 1.0) -> None:
+        super().__init__(channels, bins)
+        self.histogram = StreamingHistogram(channels, bins, headroom)
 
-    def _candidates(
-        self, lo: float, hi: float, steps: int, grid: dict[str, bool]
+    def compute(
+        self,
+        bitwidth: int = 8,
+        *,
+        symmetric: bool = False,
+        strict_symmetric: bool = False,
+        unsigned_symmetric: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
-        # the plain min/max first: it wins ties
-        if grid["symmetric"] and not (grid["unsigned_symmetric"] and lo == 0):
-            # AIMET's symmetric deltas f·absmax/(steps/2), steps/2 unrounded (127.5 at 8
-            # bits, measured), as the ranges [-ceil(steps/2)·Δ, floor(steps/2)·Δ] they span
-            delta = np.arange(1, 102) / 100 * max(-lo, hi) / (steps / 2)
-            below, above = (steps + 1) // 2, steps // 2
-            return np.concatenate([[lo], -below * delta]), np.concatenate([[hi], above * delta])
-        if grid["symmetric"]:
-            return np.array([lo]), np.array([hi])
-        delta = (np.arange(1, 18) / 16 * ((hi - lo) / steps))[:, None]  # f outer, offset inner
-        offset = (-steps + np.arange(21) * steps / 20)[None, :]
-        c_lo = np.maximum(offset * delta, lo).ravel()
-        c_hi = np.minimum((offset + steps) * delta, hi).ravel()
-        keep = ~((c_lo <= lo) & (c_hi >= hi)) & (c_hi > c_lo)
-        return np.concatenate([[lo], c_lo[keep]]), np.concatenate([[hi], c_hi[keep]])
+        self._check_seen()
+        h = self.histogram
+        steps = 2**bitwidth - 1 - (1 if symmetric and strict_symmetric else 0)
+        lo_out, hi_out = self.min.copy(), self.max.copy()
+        for c in range(self.channels):
+            pick = tf_enhanced_search(
+                h.lo[c],
+                h.width[c],
+                h.counts[c],
+                bitwidth,
+                symmetric=symmetric,
+                strict_symmetric=strict_symmetric,
+                unsigned_symmetric=unsigned_symmetric,
+            )
+            if pick is not None:  # the grid itself: step·offset … step·(offset + steps)
+                step, offset = pick
+                lo_out[c] = step * offset
+                hi_out[c] = lo_out[c] + step * steps
+        return lo_out, hi_out
 
 
 class MseEstimator(_SearchEstimator):

@@ -97,61 +97,110 @@ def test_tf_enhanced_and_mse_clip_rare_outliers_at_4_bits_and_lower_the_real_err
         assert _mse(data, est.encoding(4, **grid)) < 0.8 * err_tf
 
 
-def _tf_enhanced_reference(data, bins_mids, probs, bw, symmetric):
-    """Brute force, loop by loop: AIMET's candidates and cost as aimet-facts §5 states them
-    (symmetric deltas over steps/2 unrounded, as AIMET 2.42's analyzer measurably uses)."""
-    steps = 2**bw - 1
-    lo, hi = min(data.min(), 0.0), max(data.max(), 0.0)
-    cands = [(lo, hi)]
+def _c_round(v):
+    return math.floor(v + 0.5) if v >= 0 else -math.floor(-v + 0.5)
+
+
+def _tf_enhanced_reference(start, width, counts, bw, symmetric, strict, unsigned):
+    """AIMET's tf_enhanced, loop by loop in float32 scalars (the rules of
+    onnxq/quantization/tf_enhanced.py, written independently of its vectorised form)."""
+    f32 = np.float32
+    n = len(counts)
+    p = [f32(c / sum(counts)) for c in counts]
+    start, width = f32(start), f32(width)
+    left = [f32(start + f32(f32(i) * width)) for i in range(n)]
+    used = [i for i in range(n) if counts[i] > 0]
+    lo, hi = min(left[used[0]], f32(0)), max(left[used[-1]], f32(0))
+    steps = f32(2**bw - 1 - (1 if symmetric and strict else 0))
+    cands = []
     if symmetric:
-        absmax = max(-lo, hi)
-        for j in range(1, 102):
-            delta = absmax * j / 100 / (steps / 2)
-            cands.append((-math.ceil(steps / 2) * delta, math.floor(steps / 2) * delta))
+        if lo == 0 and unsigned:
+            dmax, off = f32(hi / steps), 0
+        else:
+            dmax, off = f32(f32(2) * max(-lo, hi) / steps), math.floor(-float(steps) / 2)
+        f = f32(0.01)
+        while float(f) <= 1.01:
+            cands.append((f32(f * dmax), off))
+            f = f32(float(f) + 0.01)
     else:
-        dmax = (hi - lo) / steps
+        d0 = f32((hi - lo) / steps)
+        o0 = _c_round(float(f32(lo / d0)))
+        smin = f32(d0 * f32(o0))
+        smax = f32(smin + f32(d0 * steps))
         for k in range(1, 18):
-            d = dmax * k / 16
             for i in range(21):
-                o = -steps + i * steps / 20
-                a, b = max(o * d, lo), min((o + steps) * d, hi)
-                if (a <= lo and b >= hi) or b <= a:
+                d = f32(f32(k / 16) * d0)
+                o = math.trunc(-float(steps) + float(steps) / 20.0 * i)
+                tmin = f32(d * f32(o))
+                tmax = f32(tmin + f32(d * steps))
+                if tmin < smin and tmax > smax:
                     continue
-                cands.append((a, b))
+                tmin, tmax = max(smin, tmin), min(smax, tmax)
+                d = f32((tmax - tmin) / steps)
+                if d > 0:
+                    cands.append((d, _c_round(float(f32(tmin / d)))))
+        cands.append((d0, o0))
+    mid = [f32(start + f32(f32(i) * width) + f32(width / 2)) for i in range(n)]
     best, best_cost = None, np.inf
-    for a, b in cands:
-        enc = encoding_from_range(a, b, bw, symmetric=symmetric)
-        qlo, qhi = float(enc.min), float(enc.max)
-        cost = 0.0
-        for m, p in zip(bins_mids, probs, strict=True):
-            if qlo <= m <= qhi:
-                q = np.floor(m / float(enc.scale) - float(enc.offset) + 0.5)
-                cost += p * (m - float(enc.scale) * (q + float(enc.offset))) ** 2
-            else:
-                cost += 3 * p * (m - min(max(m, qlo), qhi)) ** 2
+    for d, o in cands:
+        gmin = f32(d * f32(o))
+        gmax = f32(f32(d * f32(2**bw - 1)) + gmin)
+        a = min(max(0, math.floor(f32((gmin - start) / width))), n - 1)
+        b = min(max(0, math.floor(f32((gmax - start) / width))), n - 1)
+        sat = sum(p[i] * (mid[i] - mid[a]) ** 2 for i in range(a))
+        sat += sum(p[i] * (mid[i] - mid[b]) ** 2 for i in range(b, n))
+        quant = 0.0
+        for i in range(a, b):
+            q = _c_round(float(f32(f32(mid[i] / d) - f32(o))))
+            quant += p[i] * (mid[i] - f32(d * f32(q + o))) ** 2
+        cost = 3 * sat + quant
         if cost < best_cost:
-            best, best_cost = (a, b), cost
+            best, best_cost = (float(d), int(o)), cost
     return best
 
 
-@pytest.mark.parametrize("symmetric", [False, True])
-def test_tf_enhanced_picks_the_brute_force_candidate(symmetric):
+TF_ENHANCED_GRIDS = [
+    {"symmetric": False, "strict": False, "unsigned": False},
+    {"symmetric": True, "strict": False, "unsigned": False},
+    {"symmetric": True, "strict": True, "unsigned": False},
+    {"symmetric": True, "strict": False, "unsigned": True},
+]
+
+
+@pytest.mark.parametrize("grid", TF_ENHANCED_GRIDS)
+@pytest.mark.parametrize("bw", [8, 4])
+@pytest.mark.parametrize("data", ["student_t", "relu", "shifted"])
+def test_tf_enhanced_picks_the_loop_by_loop_candidate(grid, bw, data):
     rng = np.random.default_rng(5)
-    data = np.concatenate([rng.standard_t(3, 3000), [25.0]])
-    est = TfEnhancedEstimator(bins=128)
-    est.update(data)
+    values = {
+        "student_t": np.concatenate([rng.standard_t(3, 3000), [25.0]]),
+        "relu": np.maximum(rng.standard_normal(3000), 0),
+        "shifted": rng.uniform(-0.3, 2.0, 3000),
+    }[data]
+    est = TfEnhancedEstimator(bins=192)
+    est.update(values)
     h = est.histogram
-    p = h.counts[0] / h.counts[0].sum()
-    expected = _tf_enhanced_reference(data, h.mids()[0], p, 4, symmetric)
-    lo, hi = est.compute(4, symmetric=symmetric)
-    assert (lo[0], hi[0]) == pytest.approx(expected)
+    step, offset = _tf_enhanced_reference(h.lo[0], h.width[0], list(h.counts[0]), bw, **grid)
+    kw = {
+        "symmetric": grid["symmetric"],
+        "strict_symmetric": grid["strict"],
+        "unsigned_symmetric": grid["unsigned"],
+    }
+    enc = est.encoding(bw, **kw)
+    assert float(enc.scale) == pytest.approx(step, rel=1e-6)
+    assert int(enc.offset) == offset
 
 
-def test_unsigned_symmetric_on_relu_data_keeps_min_max_for_tf_enhanced():
-    est = TfEnhancedEstimator()
-    est.update(np.abs(np.random.default_rng(1).standard_normal(1000)))
+def test_tf_enhanced_searches_aimets_range_the_left_edges_of_the_outer_bins():
+    """On one batch of values 0.05 … 1 the histogram spans [-0.9, 1.95] in 31 bins; the
+    range searched ends at the left edge of the top non-empty bin, as AIMET's does, so even
+    the widest unsigned candidate (1.01·range) stops short of the data's maximum."""
+    est = TfEnhancedEstimator(bins=31)
+    est.update(np.linspace(0.05, 1.0, 96))
     lo, hi = est.compute(8, symmetric=True, unsigned_symmetric=True)
-    assert lo[0] == est.min[0] and hi[0] == est.max[0]
+    assert lo[0] == 0.0
+    top_edge = -0.9 + 20 * 2.85 / 31  # 1.0 lies in bin 20
+    assert 0.85 < hi[0] <= 1.01 * top_edge + 1e-6 < 0.96
 
 
 def test_errors_are_one_line_and_name_the_problem():
