@@ -13,11 +13,12 @@ Rules of :func:`optimize_for_observation`:
   it at its highest level (graph outputs survive every fusion under their own names); the
   optimized graph is read back;
 - a graph output produced by a ``ReorderOutput`` from the blocked layout is, for a
-  per-tensor observer, replaced by the blocked tensor itself when the channel count is a
-  multiple of the block size — the blocked tensor then holds exactly the same values, only
-  in another order, so per-tensor min, max and histogram are unchanged. Otherwise
-  (per-channel observers, padded channels, other consumers of the NCHW tensor) the reorder
-  stays and the observer reads the NCHW tensor;
+  per-tensor observer, replaced by the blocked tensor itself when that tensor has no padding
+  channels (its Conv's padded output channels equal the reorder's ``channels``) — it then
+  holds exactly the same values, only in another order, so per-tensor min, max and
+  histogram are unchanged. Otherwise (per-channel observers, padded channels, producers
+  other than a blocked Conv or what passes its channels through, other consumers of the NCHW
+  tensor) the reorder stays and the observer reads the NCHW tensor;
 - the result is only valid on this machine and this onnxruntime (onnxruntime says so when it
   saves the model); it is built for one calibration run and never written out by onnxq.
 """
@@ -40,11 +41,24 @@ _MAX_BYTES = 1 << 30
 
 @dataclass
 class Optimized:
-    """An optimized float model and, per observed tensor, the tensor to read in it."""
+    """An optimized float model and, per observed tensor, the tensor to read in it.
+
+    The model's large initializers stay in ``folder/weights.bin`` (external data) so they
+    are never parsed or serialized by Python; save the model into ``folder`` and load it
+    from there, then :meth:`cleanup`.
+    """
 
     model: Any
     sources: dict[str, str]
     reorders_removed: int
+    folder: Path
+    _tmp: Any = None
+
+    def cleanup(self) -> None:
+        """Remove the folder (a session built from it keeps what it loaded)."""
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
 
 
 def _session_options(threads: int | None) -> Any:
@@ -57,12 +71,13 @@ def _session_options(threads: int | None) -> Any:
     return so
 
 
-def _optimize(model: Any, threads: int | None, extra: bytes = b"") -> Any:
+def _optimize(model: Any, threads: int | None, folder: Path, extra: bytes = b"") -> Any:
     """onnxruntime's fully optimized graph of ``model``; None when the model is too large.
 
     ``extra`` is a serialized ``ModelProto`` merged into ``model`` on the way (protobuf
     appends repeated fields of concatenated messages): extra graph outputs without copying
-    the model's weights.
+    the model's weights. The optimized model is written to ``folder`` with its initializers
+    of 1 KiB and more in ``weights.bin``; the returned proto refers to them there.
     """
     import onnx  # noqa: PLC0415
     import onnxruntime as ort  # noqa: PLC0415
@@ -70,15 +85,20 @@ def _optimize(model: Any, threads: int | None, extra: bytes = b"") -> Any:
     data = model.SerializeToString() + extra
     if len(data) > _MAX_BYTES:
         return None
-    with tempfile.TemporaryDirectory(prefix="onnxq-opt-") as tmp:
-        path = Path(tmp) / "optimized.onnx"
-        so = _session_options(threads)
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.optimized_model_filepath = str(path)
-        # this session is only built for the graph it saves: skip packing weights for it
-        so.add_session_config_entry("session.disable_prepacking", "1")
-        ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
-        return onnx.load(str(path))
+    path = folder / "optimized.onnx"
+    so = _session_options(threads)
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.optimized_model_filepath = str(path)
+    # this session is only built for the graph it saves: skip packing weights for it
+    so.add_session_config_entry("session.disable_prepacking", "1")
+    so.add_session_config_entry(
+        "session.optimized_model_external_initializers_file_name", "weights.bin"
+    )
+    so.add_session_config_entry(
+        "session.optimized_model_external_initializers_min_size_in_bytes", "1024"
+    )
+    ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
+    return onnx.load(str(path), load_external_data=False)
 
 
 @functools.cache
@@ -99,7 +119,8 @@ def nchwc_block_size() -> int | None:
         [weight],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    optimized = _optimize(model, 1)
+    with tempfile.TemporaryDirectory(prefix="onnxq-probe-") as tmp:
+        optimized = _optimize(model, 1, Path(tmp))
     if optimized is None:
         return None
     dims = {t.name: list(t.dims) for t in optimized.graph.initializer}
@@ -127,7 +148,6 @@ def optimize_for_observation(
     from onnx import TensorProto, helper  # noqa: PLC0415
 
     per_tensor, per_channel = list(per_tensor), list(per_channel)
-    block = nchwc_block_size()
     outputs = [o.name for o in model.graph.output]
     inputs = {i.name for i in model.graph.input}
     marked = onnx.ModelProto()
@@ -136,23 +156,39 @@ def optimize_for_observation(
         for name in per_tensor + per_channel
         if name not in outputs and name not in inputs
     )
-    optimized = _optimize(model, threads, marked.SerializeToString())
+    tmp = tempfile.TemporaryDirectory(prefix="onnxq-observe-")
+    optimized = _optimize(model, threads, Path(tmp.name), marked.SerializeToString())
     if optimized is None:
+        tmp.cleanup()
         return None
     graph = optimized.graph
 
     producer = {out: node for node in graph.node for out in node.output}
+    dims = {t.name: list(t.dims) for t in graph.initializer}
     readers: dict[str, int] = {}
     for node in graph.node:
         for name in node.input:
             readers[name] = readers.get(name, 0) + 1
+
+    def padded_channels(tensor: str) -> int | None:
+        """Channels of a blocked tensor, padding included: its Conv's output channels."""
+        node = producer.get(tensor)
+        # pools, upsampling, element-wise ops on blocked tensors: channels pass through
+        while node is not None and not (node.domain == NCHWC_DOMAIN and node.op_type == "Conv"):
+            if node.op_type == "Concat" or not node.input:
+                return None
+            node = producer.get(node.input[0])
+        if node is None or node.domain != NCHWC_DOMAIN or len(node.input) < 2:
+            return None
+        weight = dims.get(node.input[1])
+        return int(weight[0]) if weight else None
+
     sources = {name: name for name in per_tensor + per_channel}
     dropped = []
     for name in per_tensor:
         node = producer.get(name)
         if (
-            block is None
-            or node is None
+            node is None
             or node.domain != NCHWC_DOMAIN
             or node.op_type != "ReorderOutput"
             or name in outputs
@@ -160,7 +196,8 @@ def optimize_for_observation(
         ):
             continue
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        if attrs.get("channels_last", 0) or attrs.get("channels", 0) % block:
+        # padding channels would add values the tensor does not have: keep the reorder then
+        if attrs.get("channels_last", 0) or padded_channels(node.input[0]) != attrs.get("channels"):
             continue
         sources[name] = node.input[0]
         dropped.append(node)
@@ -170,4 +207,4 @@ def optimize_for_observation(
     kept = [o for o in graph.output if o.name in outputs]
     del graph.output[:]
     graph.output.extend(kept)
-    return Optimized(optimized, sources, len(dropped))
+    return Optimized(optimized, sources, len(dropped), Path(tmp.name), tmp)

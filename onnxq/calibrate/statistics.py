@@ -166,8 +166,7 @@ def collect_statistics(
     so.log_severity_level = 3
     if threads:
         so.intra_op_num_threads = threads
-    sources: dict[str, str] = {}
-    own = False  # whether `proto` is a copy of our own, free to change
+    optimized = None
     if library is not None and native:
         so.register_custom_ops_library(str(library))
         # onnxruntime's default order runs the observers last, keeping every observed tensor
@@ -180,19 +179,29 @@ def collect_statistics(
             [o.name for o in observed if o.axis is not None],
             threads,
         )
+    if optimized is None:
+        model_or_path = _observing_model(proto, observed, native, {}).SerializeToString()
+    else:
+        # already optimized for this machine (optimizing again would undo nothing); its
+        # weights stay in the optimization's folder as raw external data, never in Python
+        import onnx  # noqa: PLC0415
+
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        observing = _observing_model(
+            optimized.model, observed, native, optimized.sources, in_place=True
+        )
+        model_or_path = str(optimized.folder / "observing.onnx")
+        onnx.save(observing, model_or_path)
+    try:
+        sess = ort.InferenceSession(model_or_path, so, providers=["CPUExecutionProvider"])
+    finally:
         if optimized is not None:
-            # already optimized for this machine; optimizing again would only undo nothing
-            proto, sources, own = optimized.model, optimized.sources, True
-            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    sess = ort.InferenceSession(
-        _observing_model(proto, observed, native, sources, in_place=own).SerializeToString(),
-        so,
-        providers=["CPUExecutionProvider"],
-    )
+            optimized.cleanup()
     estimators: dict[str, RangeEstimator] = {}
+    histograms = {o.name for o in observed if _histogram_settings(o) is not None}
     for feeds in batches:
         if native:
-            _native_batch(sess, feeds, observed, estimators)
+            _native_batch(sess, feeds, observed, estimators, histograms)
         else:
             _numpy_batch(sess, feeds, observed, estimators)
     return estimators
@@ -216,7 +225,13 @@ def _not_finite(name: str) -> InvalidInputError:
     )
 
 
-def _native_batch(sess: Any, feeds: Mapping[str, np.ndarray], observed, estimators) -> None:
+def _native_batch(
+    sess: Any,
+    feeds: Mapping[str, np.ndarray],
+    observed: list[Observed],
+    estimators: dict[str, RangeEstimator],
+    histograms: set[str],
+) -> None:
     """One batch through the Statistics ops; they start and grow histogram grids themselves.
 
     Their grid rules are :class:`StreamingHistogram`'s in the same arithmetic; each grid they
@@ -228,7 +243,12 @@ def _native_batch(sess: Any, feeds: Mapping[str, np.ndarray], observed, estimato
         full = dict(feeds)
         for obs in observed:
             full[_suffix(obs.name, "grid")] = grids[obs.name]
-        names = [o.name for o in sess.get_outputs()]
+        # min/max schemes need two of the four outputs: the others are never copied out
+        names = [
+            _suffix(obs.name, what)
+            for obs in observed
+            for what in ("min", "max", "hist", "grid_used")[: 4 if obs.name in histograms else 2]
+        ]
         return dict(zip(names, sess.run(names, full), strict=True))
 
     def grid_of(obs: Observed) -> np.ndarray:

@@ -102,24 +102,33 @@ def _costs(
     g_hi = (delta * _F32(2**bw - 1) + g_lo).astype(np.float32)
     lo_i = np.clip(np.floor((g_lo - start) / step), 0, n - 1).astype(np.int64)
     hi_i = np.clip(np.floor((g_hi - start) / step), 0, n - 1).astype(np.int64)
+    # saturation from prefix sums of p, p·mid, p·mid² (float64): Σ p (mid − c)² over the
+    # bins below lo_i around c = mid[lo_i], and over the bins from hi_i up around mid[hi_i]
+    pm = p.astype(np.float64)
+    m64 = mids.astype(np.float64)
+    sums = np.zeros((3, n + 1))
+    np.cumsum(pm, out=sums[0, 1:])
+    np.cumsum(pm * m64, out=sums[1, 1:])
+    np.cumsum(pm * m64 * m64, out=sums[2, 1:])
+    c_lo, c_hi = m64[lo_i], m64[hi_i]
+    below = sums[2, lo_i] - 2 * c_lo * sums[1, lo_i] + c_lo * c_lo * sums[0, lo_i]
+    a0, a1, a2 = (sums[k, n] - sums[k, hi_i] for k in range(3))
+    above = a2 - 2 * c_hi * a1 + c_hi * c_hi * a0
+    sat = np.maximum(below, 0) + np.maximum(above, 0)
+    # rounding error of the used bins inside each grid
     used = np.flatnonzero(p > 0)  # empty bins cost nothing (most of a 3x-widened grid)
-    idx, m, pu = used[None, :], mids[used][None, :], p[used]
-    below, above = idx < lo_i[:, None], idx >= hi_i[:, None]
+    m, pu = mids[used][None, :], p[used]
     d, o = delta[:, None], offset[:, None]
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        v = m / d  # in place from here: this matrix is the search's whole cost
-        v -= o
-        q = _round(v)
+        q = m / d  # in place from here: this matrix is the search's whole cost
+        q -= o
+        q = _round(q)
         q += o
         q *= d
-        np.subtract(m, q, out=q)  # rounding error of each bin midpoint
-    inside = ~below & ~above
+        np.subtract(m, q, out=q)
     q *= q
-    q[~inside] = 0
-    sat = np.where(below, m - mids[lo_i][:, None], _F32(0))
-    sat += np.where(above, m - mids[hi_i][:, None], _F32(0))
-    sat *= sat
-    return (GAMMA * (sat @ pu) + q @ pu).astype(np.float32)
+    q[(used[None, :] < lo_i[:, None]) | (used[None, :] >= hi_i[:, None])] = 0
+    return (GAMMA * sat + (q @ pu).astype(np.float64)).astype(np.float32)
 
 
 def tf_enhanced_search(

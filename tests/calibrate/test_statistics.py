@@ -191,3 +191,31 @@ def test_models_too_large_to_optimize_are_observed_as_they_are(monkeypatch):
     plain = collect_statistics(_blocked_model(), _blocked_batches(), obs, use_kernels=False)
     for o in obs:
         np.testing.assert_array_equal(native[o.name].max, plain[o.name].max)
+
+
+def test_padded_blocked_tensors_keep_their_reorder_and_their_exact_statistics():
+    """12 output channels are padded to a whole block in onnxruntime's layout; the padding
+    would add zeros to the statistics, so the observer reads the NCHW tensor instead."""
+    from onnxq.calibrate.layout import nchwc_block_size, optimize_for_observation  # noqa: PLC0415
+
+    rng = np.random.default_rng(8)
+    w = numpy_helper.from_array((rng.standard_normal((12, 8, 3, 3)) + 3).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 8, 12, 12])],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, None)],
+        [w],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 10
+    if nchwc_block_size() is not None:
+        optimized = optimize_for_observation(model, ["c"], [], threads=1)
+        assert optimized.sources["c"] == "c" and optimized.reorders_removed == 0
+        optimized.cleanup()
+    batches = [{"x": np.abs(rng.standard_normal((2, 8, 12, 12))).astype(np.float32)}]
+    native = collect_statistics(model, batches, [Observed("c", "tf_enhanced")], use_kernels=True)
+    plain = collect_statistics(model, batches, [Observed("c", "tf_enhanced")], use_kernels=False)
+    assert native["c"].min[0] > 0  # all positive: a padded zero would show here
+    np.testing.assert_array_equal(native["c"].min, plain["c"].min)
+    np.testing.assert_array_equal(native["c"].histogram.counts, plain["c"].histogram.counts)
