@@ -109,6 +109,7 @@ def main() -> dict[str, Any]:
         key: {
             "seconds": round(statistics.median(r["seconds"] for r in rs), 3),
             "peak_rss_mb": round(statistics.median(r["peak_rss_mb"] for r in rs), 1),
+            "all_seconds": [round(r["seconds"], 3) for r in rs],
         }
         for key, rs in runs.items()
     }

@@ -408,7 +408,9 @@ struct StatisticsKernel {
     w.stride = bins + 1;
     int64_t slots;
     if (C == 1) {
-      const int64_t n = l.outer * l.inner, chunk = 1 << 16;
+      // at most 16 chunks: each has its own counts (lanes × bins), zeroed and summed after
+      const int64_t n = l.outer * l.inner;
+      const int64_t chunk = std::max<int64_t>(int64_t{1} << 16, (n + 15) / 16);
       slots = std::max<int64_t>(1, (n + chunk - 1) / chunk);
       for (int64_t k = 0; k < slots; ++k)
         w.items.push_back({k * chunk, std::min(chunk, n - k * chunk), 0, k});
