@@ -12,6 +12,7 @@ Public API
 - Hardware configs: :class:`HardwareConfig`, :func:`load_config`, :func:`available_configs`.
 - Graph passes: :func:`prepare_model`, :func:`fold_all_batch_norms`, :func:`equalize_model`;
   models: :func:`load_model`, :func:`save_model`.
+- Quantizer placement: :func:`place_quantizers` (which tensors a hardware config quantizes).
 - Calibration: :func:`collect_statistics` with :class:`Observed` tensors; range estimators
   (quant schemes) from :func:`make_estimator`.
 """
@@ -39,6 +40,7 @@ _LAZY = {
     "load_model": "onnxq.graph.model_io",
     "save_model": "onnxq.graph.model_io",
     "Observed": "onnxq.calibrate.statistics",
+    "place_quantizers": "onnxq.sim.placement",
     "collect_statistics": "onnxq.calibrate.statistics",
     "make_estimator": "onnxq.quantization.estimators",
     "OnnxqError": "onnxq.errors",
@@ -68,6 +70,7 @@ __all__ = [
     "load_encodings",
     "load_model",
     "make_estimator",
+    "place_quantizers",
     "prepare_model",
     "save_encodings",
     "save_model",
@@ -91,6 +94,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from onnxq.quantization.estimators import make_estimator
     from onnxq.quantization.ranges import encoding_from_range
     from onnxq.sim.hwconfig import HardwareConfig, available_configs, load_config
+    from onnxq.sim.placement import place_quantizers
 
 
 def __getattr__(name: str) -> Any:

@@ -1,0 +1,363 @@
+"""Where quantizers go in an ONNX graph, following a hardware config (AIMET's rules).
+
+One quantizer per float tensor, keyed by tensor name: *activations* are op outputs, graph
+inputs and constant tensors that are not parameters; *params* are the weight, bias and norm
+inputs of layers (initializers or ``Constant`` outputs). Integer and boolean tensors get no
+quantizer. The config is applied in AIMET's order (aimet-facts §2.1):
+
+1. every op output quantized, with the default activation symmetry; graph inputs and
+   constants not quantized; params per ``defaults.params`` then ``params.<role>``;
+2. ``op_type`` overrides: output and input quantization, symmetry of the op's activations,
+   its params, and ``encoding_constraints`` (fixed ranges) on its output. *Grid-preserving*
+   ops (Reshape, Transpose, MaxPool, …) the config does not name keep their input's grid:
+   their outputs are not quantized;
+3. ``supergroups``: in a matched chain (longest patterns first, each op but the last with a
+   single consumer, matches disjoint, a depthwise or 3-D Conv never starting one) only the
+   last op's output is quantized;
+4. ``model_input`` (graph inputs and non-parameter constants);
+5. per-channel params per op type (``op_type`` value, else the default), bias included.
+
+6. the ``MatmulAdd`` pass (``supergroup_pass_list``): a MatMul with a constant weight whose
+   only consumer adds a constant is one linear layer — its MatMul output stays float and
+   the added constant is the layer's bias parameter.
+
+On BN-folded efflite0, orient, ppocr_cls and minilm with the default, per_channel, htp_v68
+and htp_v73 configs, the enabled quantizers are exactly AIMET-ONNX 2.42's
+(``tests/sim/test_placement_on_zoo.py``).
+
+Not applied yet (issue 6 continues): quantizer tying (Concat inputs, AveragePool/Resize
+outputs), the ``hw_version`` rules of aimet-facts §2.4, and the LayerNormalization /
+RMSNormalization passes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from onnxq.sim.hwconfig import EncodingConstraint, HardwareConfig, load_config
+
+__all__ = ["GRID_PRESERVING_OPS", "PARAM_ROLES", "Placement", "Quantizer", "place_quantizers"]
+
+# outputs keep their input's grid unless the config names the op (aimet-facts §2.1 step 4)
+GRID_PRESERVING_OPS = frozenset(
+    {
+        "MaxPool", "Pad", "Slice", "Reshape", "Transpose", "Gather", "GatherElements",
+        "GatherND", "Split", "Squeeze", "Unsqueeze", "Expand", "Tile", "TopK", "ReduceMax",
+        "ReduceMin", "DepthToSpace", "SpaceToDepth", "Dropout", "Identity", "NonZero",
+        "Compress", "Col2Im", "Flatten",
+    }
+)  # fmt: skip
+
+# input index -> parameter role, per op type (AIMET's ConnectedGraph roles)
+PARAM_ROLES: Mapping[str, Mapping[int, str]] = {
+    "Conv": {1: "weight", 2: "bias"},
+    "ConvTranspose": {1: "weight", 2: "bias"},
+    "Gemm": {1: "weight", 2: "bias"},
+    "MatMul": {1: "weight"},
+    "PRelu": {1: "weight"},
+    "BatchNormalization": {1: "weight", 2: "bias", 3: "running_mean", 4: "running_var"},
+    "LayerNormalization": {1: "weight", 2: "bias"},
+    "InstanceNormalization": {1: "weight", 2: "bias"},
+    "GroupNormalization": {1: "weight", 2: "bias"},
+}
+
+_FLOAT_TYPES = {1, 10, 11, 16}  # float, float16, double, bfloat16
+
+
+@dataclass
+class Quantizer:
+    """One tensor's quantizer as the config places it.
+
+    Attributes
+    ----------
+    tensor
+        Tensor name.
+    kind
+        ``"activation"`` or ``"param"``.
+    enabled
+        Whether the tensor is quantized.
+    symmetric
+        Symmetric grid (strict/unsigned come from :class:`Placement`).
+    role
+        Parameter role (``weight``, ``bias``, ...), None for activations.
+    op
+        The node it belongs to: the producer of an activation, the layer of a param.
+    channel_axis
+        Per-channel axis of a param, None for per-tensor.
+    constraint
+        A fixed range from the config's ``encoding_constraints``.
+    """
+
+    tensor: str
+    kind: Literal["activation", "param"]
+    enabled: bool
+    symmetric: bool
+    role: str | None = None
+    op: str | None = None
+    channel_axis: int | None = None
+    constraint: EncodingConstraint | None = None
+
+
+@dataclass
+class Placement:
+    """Every quantizer of a model, and the settings that apply to all of them."""
+
+    quantizers: dict[str, Quantizer]
+    strict_symmetric: bool
+    unsigned_symmetric: bool
+    supergroups: list[tuple[str, ...]] = field(default_factory=list)
+
+    def enabled(self, kind: str | None = None) -> list[Quantizer]:
+        """The enabled quantizers, optionally of one kind, in graph order."""
+        return [q for q in self.quantizers.values() if q.enabled and kind in (None, q.kind)]
+
+
+def _elem_types(model: Any) -> dict[str, int]:
+    import onnx  # noqa: PLC0415
+
+    graph = model.graph
+    types = {t.name: t.data_type for t in graph.initializer}
+    for vi in [*graph.input, *graph.output, *graph.value_info]:
+        if vi.type.HasField("tensor_type"):
+            types.setdefault(vi.name, vi.type.tensor_type.elem_type)
+    missing = [o for n in graph.node for o in n.output if o and o not in types]
+    if missing:  # infer on a copy of the graph without weights' data
+        skeleton = onnx.ModelProto()
+        skeleton.CopyFrom(model)
+        for t in skeleton.graph.initializer:
+            t.ClearField("raw_data")
+            t.ClearField("float_data")
+        try:
+            inferred = onnx.shape_inference.infer_shapes(skeleton, strict_mode=False)
+        except Exception:
+            inferred = skeleton
+        for vi in inferred.graph.value_info:
+            types.setdefault(vi.name, vi.type.tensor_type.elem_type)
+    for node in graph.node:
+        if node.op_type == "Constant":
+            for a in node.attribute:
+                if a.name == "value":
+                    types[node.output[0]] = a.t.data_type
+    return types
+
+
+def _is_depthwise_or_3d(node: Any, shapes: Mapping[str, tuple[int, ...]]) -> bool:
+    if node.op_type not in ("Conv", "ConvTranspose") or len(node.input) < 2:
+        return False
+    weight = shapes.get(node.input[1])
+    if weight is None:
+        return False
+    group = next((a.i for a in node.attribute if a.name == "group"), 1)
+    depthwise = group > 1 and (weight[1] == 1 if node.op_type == "Conv" else weight[0] == group)
+    return depthwise or len(weight) == 5
+
+
+def _supergroups(
+    nodes: list[Any],
+    graph: Any,
+    patterns: tuple[tuple[str, ...], ...],
+    shapes: Mapping[str, tuple[int, ...]],
+) -> list[list[Any]]:
+    consumers: dict[str, list[Any]] = {}
+    for node in nodes:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    outputs = {o.name for o in graph.output}
+    used: set[int] = set()
+    matches = []
+    for pattern in sorted(patterns, key=len, reverse=True):  # stable: config order on ties
+        for node in nodes:
+            if node.op_type != pattern[0] or id(node) in used or _is_depthwise_or_3d(node, shapes):
+                continue
+            chain = [node]
+            for op_type in pattern[1:]:
+                out = chain[-1].output[0] if chain[-1].output else ""
+                nxt = consumers.get(out, [])
+                if len(chain[-1].output) != 1 or len(nxt) != 1 or out in outputs:
+                    break
+                if nxt[0].op_type != op_type or id(nxt[0]) in used:
+                    break
+                chain.append(nxt[0])
+            if len(chain) == len(pattern):
+                used.update(id(n) for n in chain)
+                matches.append(chain)
+    return matches
+
+
+def place_quantizers(model: Any, config: Any = "default") -> Placement:
+    """Place quantizers on ``model`` (a ``ModelProto``, not modified) per ``config``.
+
+    Parameters
+    ----------
+    model
+        The float model, prepared (BNs folded where they will be folded on the device).
+    config
+        A :class:`HardwareConfig`, an alias (``htp_v73``), a path or a dict.
+    """
+    from onnx import numpy_helper  # noqa: PLC0415
+
+    cfg: HardwareConfig = load_config(config)
+    graph = model.graph
+    # nodes by name; an unnamed node (raw exports) by its type and position, as prepare names it
+    # (one list of the node wrappers: protobuf makes a new wrapper on each access)
+    nodes = list(graph.node)
+    label = {id(n): n.name or f"{n.op_type}_{i}" for i, n in enumerate(nodes)}
+    types = _elem_types(model)
+    shapes: dict[str, tuple[int, ...]] = {t.name: tuple(t.dims) for t in graph.initializer}
+    constants = set(shapes)
+    for node in nodes:
+        if node.op_type == "Constant":
+            constants.add(node.output[0])
+            for a in node.attribute:
+                if a.name == "value":
+                    shapes[node.output[0]] = tuple(numpy_helper.to_array(a.t).shape)
+    inputs = [i.name for i in graph.input if i.name not in constants]
+
+    def is_float(name: str) -> bool:
+        return types.get(name, 1) in _FLOAT_TYPES
+
+    act_sym = cfg.defaults.activation_symmetric
+    quantizers: dict[str, Quantizer] = {}
+    # 1. params first (a constant feeding a param slot is a param), then activations
+    for node in nodes:
+        roles = PARAM_ROLES.get(node.op_type, {})
+        for idx, name in enumerate(node.input):
+            role = roles.get(idx)
+            if not name or role is None or name not in constants or not is_float(name):
+                continue
+            if name in quantizers:
+                continue
+            setting = cfg.params.get(role)
+            on = cfg.defaults.params.is_quantized
+            sym = cfg.defaults.params.is_symmetric
+            if setting is not None:
+                on = on if setting.is_quantized is None else setting.is_quantized
+                sym = sym if setting.is_symmetric is None else setting.is_symmetric
+            if role in ("running_mean", "running_var"):
+                on = False  # never quantized (aimet-facts §2.2)
+            quantizers[name] = Quantizer(name, "param", bool(on), bool(sym), role, label[id(node)])
+    for name in inputs:
+        if is_float(name):
+            quantizers[name] = Quantizer(name, "activation", False, act_sym)
+    for node in nodes:
+        for name in node.input:
+            if name in constants and name not in quantizers and is_float(name):
+                quantizers[name] = Quantizer(name, "activation", False, act_sym, op=label[id(node)])
+        if node.op_type == "Constant":
+            continue
+        for name in node.output:
+            if name and is_float(name) and name not in quantizers:
+                quantizers[name] = Quantizer(name, "activation", True, act_sym, op=label[id(node)])
+
+    # 2. op_type overrides and grid-preserving ops
+    for node in nodes:
+        op = cfg.op_types.get(node.op_type)
+        outs = [quantizers[o] for o in node.output if o in quantizers]
+        acts_in = [
+            quantizers[i]
+            for i in node.input
+            if i in quantizers and quantizers[i].kind == "activation"
+        ]
+        if op is None:
+            if node.op_type in GRID_PRESERVING_OPS:
+                for q in outs:
+                    q.enabled = False
+            continue
+        if op.is_output_quantized is not None:
+            for q in outs:
+                q.enabled = op.is_output_quantized
+        if op.is_input_quantized:
+            for q in acts_in:
+                q.enabled = True
+        if op.is_symmetric is not None:
+            for q in outs + acts_in:
+                q.symmetric = op.is_symmetric
+        if op.encoding_constraints is not None:
+            for q in outs:
+                q.constraint = op.encoding_constraints
+        for idx, name in enumerate(node.input):
+            role = PARAM_ROLES.get(node.op_type, {}).get(idx)
+            q = quantizers.get(name)
+            setting = op.params.get(role) if role else None
+            if q is None or q.kind != "param" or setting is None:
+                continue
+            if setting.is_quantized is not None:
+                q.enabled = setting.is_quantized
+            if setting.is_symmetric is not None:
+                q.symmetric = setting.is_symmetric
+
+    # 3. supergroups: only the last op of a matched chain keeps its output quantizer
+    matches = _supergroups(nodes, graph, cfg.supergroups, shapes)
+    for chain in matches:
+        for node in chain[:-1]:
+            for name in node.output:
+                if name in quantizers:
+                    quantizers[name].enabled = False
+
+    # 4. model inputs and outputs
+    if cfg.model_input_quantized:
+        for name in inputs:
+            if name in quantizers:
+                quantizers[name].enabled = True
+        for q in quantizers.values():
+            if q.kind == "activation" and q.tensor in constants:
+                q.enabled = True
+    # (model_output can only say "True" in AIMET's schema: outputs are quantized already)
+
+    # the MatmulAdd pass: a linear layer's MatMul and its bias Add act as one op, so the
+    # MatMul output stays float and the Add's constant is the layer's bias
+    linear_bias: dict[str, Any] = {}
+    if "MatmulAdd" in cfg.supergroup_pass_list:
+        consumers: dict[str, list[Any]] = {}
+        for node in nodes:
+            for name in node.input:
+                consumers.setdefault(name, []).append(node)
+        outputs = {o.name for o in graph.output}
+        for node in nodes:
+            if node.op_type != "MatMul" or len(node.input) < 2 or node.input[1] not in constants:
+                continue
+            after = consumers.get(node.output[0], [])
+            if len(after) != 1 or after[0].op_type != "Add" or node.output[0] in outputs:
+                continue
+            bias = [i for i in after[0].input if i != node.output[0]]
+            if len(bias) != 1 or bias[0] not in constants or bias[0] not in quantizers:
+                continue
+            if node.output[0] in quantizers:
+                quantizers[node.output[0]].enabled = False
+            setting = cfg.params.get("bias")
+            on = cfg.defaults.params.is_quantized
+            sym = cfg.defaults.params.is_symmetric
+            if setting is not None:
+                on = on if setting.is_quantized is None else setting.is_quantized
+                sym = sym if setting.is_symmetric is None else setting.is_symmetric
+            quantizers[bias[0]] = Quantizer(
+                bias[0], "param", bool(on), bool(sym), "bias", label[id(node)]
+            )
+            linear_bias[bias[0]] = node
+
+    # 5. per-channel params
+    from onnxq.graph.weight_axes import weight_axes  # noqa: PLC0415
+
+    for name in linear_bias:
+        if cfg.per_channel("MatMul") and len(shapes.get(name, ())) == 1:
+            quantizers[name].channel_axis = 0
+    for node in nodes:
+        if not cfg.per_channel(node.op_type):
+            continue
+        attrs = {a.name: a.i for a in node.attribute if a.type == a.INT}
+        for idx, name in enumerate(node.input):
+            q = quantizers.get(name)
+            if q is None or q.kind != "param" or name not in shapes:
+                continue
+            axes = weight_axes(node.op_type, idx, len(shapes[name]), attrs)
+            if axes is not None:
+                q.channel_axis = axes[0]
+
+    return Placement(
+        quantizers,
+        cfg.defaults.strict_symmetric,
+        cfg.defaults.unsigned_symmetric,
+        [tuple(label[id(n)] for n in chain) for chain in matches],
+    )
