@@ -1,0 +1,146 @@
+"""Encodings of a placed model: activations from calibration data, params from their values.
+
+Rules:
+
+- params are encoded first; activation quantizers are then observed, with the params
+  fake-quantized (as the simulated model runs, and as AIMET calibrates), by
+  :func:`~onnxq.calibrate.statistics.collect_statistics` (any scheme) and encoded on their
+  placement's grid (symmetry per quantizer; strict and
+  unsigned symmetric from the config);
+- a config's ``encoding_constraints`` replace what calibration saw: ``min`` and ``max`` give
+  the range outright (``min == -max`` forces a symmetric grid), ``min`` alone pins the low
+  end; a tensor with a complete fixed range is not observed at all;
+- params are encoded from their values with running min/max (``tf``), per channel along the
+  placement's axis when it has one. AIMET uses the sim's scheme for params too; onnxq does
+  so for ``tf`` and has no per-channel ``tf_enhanced`` for weights yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from onnxq.export.encodings_file import EncodingSet
+from onnxq.quantization.ranges import encoding_from_range
+from onnxq.sim.placement import Placement
+
+__all__ = ["compute_encodings", "param_values"]
+
+
+def param_values(model: Any) -> dict[str, np.ndarray]:
+    """Float constants of a model (initializers and ``Constant`` outputs) by name."""
+    from onnx import numpy_helper  # noqa: PLC0415
+
+    values = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            for a in node.attribute:
+                if a.name == "value":
+                    values[node.output[0]] = numpy_helper.to_array(a.t)
+    return values
+
+
+def _with_quantized_params(
+    model: Any, params: Mapping[str, Any], values: Mapping[str, np.ndarray]
+) -> Any:
+    """A copy of ``model`` whose quantized params hold their fake-quantized values."""
+    import onnx  # noqa: PLC0415
+    from onnx import numpy_helper  # noqa: PLC0415
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for t in out.graph.initializer:
+        if t.name in params:
+            fq = params[t.name].quantize_dequantize(values[t.name])
+            t.CopyFrom(numpy_helper.from_array(fq.astype(values[t.name].dtype), t.name))
+    for node in out.graph.node:
+        if node.op_type == "Constant" and node.output[0] in params:
+            name = node.output[0]
+            fq = params[name].quantize_dequantize(values[name])
+            for a in node.attribute:
+                if a.name == "value":
+                    a.t.CopyFrom(numpy_helper.from_array(fq.astype(values[name].dtype), a.t.name))
+    return out
+
+
+def compute_encodings(
+    model: Any,
+    placement: Placement,
+    batches: Iterable[Mapping[str, np.ndarray]],
+    *,
+    scheme: str = "tf_enhanced",
+    param_bw: int = 8,
+    activation_bw: int = 8,
+    use_kernels: bool | None = None,
+    threads: int | None = None,
+) -> EncodingSet:
+    """Encodings of every enabled quantizer of ``placement`` on ``model``.
+
+    Parameters
+    ----------
+    model
+        The float ``ModelProto`` the placement was made on.
+    placement
+        From :func:`~onnxq.sim.placement.place_quantizers`.
+    batches
+        Calibration feed dicts.
+    scheme
+        Range estimator of the activations.
+    param_bw, activation_bw
+        Integer bitwidths.
+    use_kernels, threads
+        As for :func:`~onnxq.calibrate.statistics.collect_statistics`.
+    """
+    from onnxq.calibrate.statistics import Observed, collect_statistics  # noqa: PLC0415
+
+    grid = {
+        "strict_symmetric": placement.strict_symmetric,
+        "unsigned_symmetric": placement.unsigned_symmetric,
+    }
+    out = EncodingSet()
+    values = param_values(model)
+    for q in placement.enabled("param"):
+        w = np.asarray(values[q.tensor], np.float64)
+        if q.channel_axis is None or w.ndim == 0:
+            lo, hi = float(w.min()), float(w.max())
+            axis = None
+        else:
+            rows = np.moveaxis(w, q.channel_axis, 0).reshape(w.shape[q.channel_axis], -1)
+            lo, hi = rows.min(axis=1), rows.max(axis=1)
+            axis = q.channel_axis
+        out.params[q.tensor] = encoding_from_range(
+            lo, hi, param_bw, symmetric=q.symmetric, axis=axis, name=q.tensor, **grid
+        )
+    # activations are observed with the weights fake-quantized, as the simulated model will
+    # run (and as AIMET calibrates)
+    quantized = _with_quantized_params(model, out.params, values)
+    acts = placement.enabled("activation")
+    fixed = {q.tensor for q in acts if q.constraint is not None and q.constraint.max is not None}
+    observed = [Observed(q.tensor, scheme) for q in acts if q.tensor not in fixed]
+    estimators = (
+        collect_statistics(quantized, batches, observed, use_kernels=use_kernels, threads=threads)
+        if observed
+        else {}
+    )
+    for q in acts:
+        c = q.constraint
+        symmetric = q.symmetric
+        if c is not None and c.max is not None:
+            lo, hi = c.min, c.max
+            symmetric = symmetric or c.min == -c.max
+        else:
+            est = estimators.get(q.tensor)
+            if est is None:
+                continue  # never seen (an empty tensor): left float
+            los, his = est.compute(activation_bw, symmetric=symmetric, **grid)
+            lo, hi = float(los[0]), float(his[0])
+            if c is not None:
+                lo = c.min
+                hi = max(hi, lo)
+        out.activations[q.tensor] = encoding_from_range(
+            lo, hi, activation_bw, symmetric=symmetric, name=q.tensor, **grid
+        )
+
+    return out

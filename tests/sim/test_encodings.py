@@ -1,0 +1,61 @@
+"""Encodings of a placed model: params from their values, activations from calibration with the
+params fake-quantized, fixed ranges from the config."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+from onnxq.quantization.ranges import encoding_from_range
+from onnxq.sim.encodings import compute_encodings
+from onnxq.sim.placement import place_quantizers
+
+
+def _model():
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Sigmoid", ["c"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3, 5, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(w, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 10
+    return model, w
+
+
+def test_params_activations_and_fixed_ranges():
+    model, w = _model()
+    rng = np.random.default_rng(1)
+    batches = [{"x": rng.standard_normal((2, 3, 5, 5)).astype(np.float32)} for _ in range(3)]
+    placement = place_quantizers(model, "htp_v73")  # per-channel Conv, Sigmoid fixed to [0, 1]
+    encs = compute_encodings(model, placement, batches, scheme="tf", use_kernels=False)
+    assert sorted(encs.activations) == ["c", "x", "y"] and sorted(encs.params) == ["w"]
+    # weight: symmetric per output channel from its own min/max
+    rows = w.reshape(4, -1)
+    expected = encoding_from_range(rows.min(1), rows.max(1), 8, symmetric=True, axis=0)
+    np.testing.assert_array_equal(encs.params["w"].scale, expected.scale)
+    # Sigmoid's config range [0, 1], whatever the data
+    assert encs.activations["y"].scale == encoding_from_range(0.0, 1.0, 8).scale
+    # the Conv output as computed with the fake-quantized weight, not the float one
+    wq = expected.quantize_dequantize(w)
+    sess = ort.InferenceSession(
+        _with_weight(model, wq).SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    out = np.concatenate([sess.run(["c"], b)[0].ravel() for b in batches])
+    assert encs.activations["c"].scale == encoding_from_range(out.min(), out.max(), 8).scale
+
+
+def _with_weight(model, wq):
+    out = type(model)()
+    out.CopyFrom(model)
+    out.graph.initializer[0].CopyFrom(numpy_helper.from_array(wq.astype(np.float32), "w"))
+    out.graph.output.append(helper.make_tensor_value_info("c", TensorProto.FLOAT, None))
+    return out
