@@ -1,0 +1,159 @@
+"""A standard QuantizeLinear/DequantizeLinear model from a float model and its encodings.
+
+Rules:
+
+- every encoded activation ``t`` gets ``Q → DQ`` whose output keeps the name ``t`` (the
+  producer now writes ``t_float``), so every reader and graph output is unchanged; a
+  quantized graph input is read through ``Q → DQ`` into ``t_qdq``;
+- an encoded param is stored as its integers (``<name>_int``) read by a DequantizeLinear
+  named after the param: the model carries int8 weights, as deployment does;
+- scales are float32, zero points in the encoding's ONNX type (``uint8`` activations,
+  ``int8`` symmetric weights, ``int16``/``uint16``, ``int4``...); per-channel encodings carry
+  their ``axis``, per-block ones ``axis`` and ``block_size``;
+- the default-domain opset is raised only as needed — 13 for per-channel, 21 for 4- or
+  16-bit types and blocks — with onnx's version converter;
+- the input model is not modified.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from onnxq.errors import ModelError
+from onnxq.export.encodings_file import EncodingSet
+from onnxq.quantization.encoding import Encoding
+
+__all__ = ["required_opset", "to_qdq"]
+
+
+def required_opset(encodings: EncodingSet) -> int:
+    """The lowest default-domain opset that can express ``encodings`` as Q/DQ nodes."""
+    need = 10
+    for _, enc in encodings.items():
+        if enc.dtype != "int":
+            continue
+        if enc.bitwidth not in (8,) or enc.enc_type == "PER_BLOCK":
+            need = max(need, 21)
+        elif enc.enc_type == "PER_CHANNEL":
+            need = max(need, 13)
+    return need
+
+
+def _qparams(enc: Encoding, name: str, signed: bool | None) -> tuple[Any, Any, dict[str, int]]:
+    from onnx import helper, numpy_helper  # noqa: PLC0415
+
+    dtype = enc.onnx_dtype_name(signed)
+    elem = {
+        "int8": 3, "uint8": 2, "int16": 5, "uint16": 4, "int4": 22, "uint4": 21,
+        "int32": 6, "uint32": 12,
+    }.get(dtype)  # fmt: skip
+    if elem is None:
+        raise ModelError(f"tensor {name!r}: no ONNX Q/DQ type for a {dtype} encoding")
+    scale = numpy_helper.from_array(np.asarray(enc.scale, np.float32), f"{name}_scale")
+    zp_values = np.asarray(enc.zero_point(signed), np.int64).ravel().tolist()
+    zp_dims = list(np.shape(enc.scale))
+    zp = helper.make_tensor(f"{name}_zero_point", elem, zp_dims, zp_values)
+    attrs: dict[str, int] = {}
+    if enc.enc_type in ("PER_CHANNEL", "PER_BLOCK") and enc.axis is not None:
+        attrs["axis"] = int(enc.axis)
+    if enc.enc_type == "PER_BLOCK" and enc.block_size is not None:
+        attrs["block_size"] = int(np.max(enc.block_size))
+    return scale, zp, attrs
+
+
+def to_qdq(model: Any, encodings: EncodingSet) -> Any:
+    """Return a copy of ``model`` with Q/DQ nodes for every encoding in ``encodings``."""
+    import onnx  # noqa: PLC0415
+    from onnx import helper, numpy_helper, version_converter  # noqa: PLC0415
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    need = required_opset(encodings)
+    current = next((o.version for o in out.opset_import if o.domain in ("", "ai.onnx")), 1)
+    if need > current:
+        try:
+            out = version_converter.convert_version(out, need)
+        except Exception as err:
+            raise ModelError(
+                f"the model's opset {current} must be raised to {need} for these encodings "
+                f"and onnx's converter failed: {err}"
+            ) from None
+    graph = out.graph
+    inits = {t.name: t for t in graph.initializer}
+    inputs = {i.name for i in graph.input}
+    new_nodes: list[Any] = []  # params' and graph inputs' nodes: first in the graph
+    after: dict[str, list[Any]] = {}  # producer's output -> the Q/DQ pair placed after it
+    rename: dict[str, str] = {}  # graph-input activations: readers move to the DQ output
+
+    for name, enc in encodings.params.items():
+        if enc.dtype != "int" or name not in inits:
+            continue
+        scale, zp, attrs = _qparams(enc, name, signed=None)
+        w = numpy_helper.to_array(inits[name]).astype(np.float64)
+        axis = enc.axis if enc.enc_type != "PER_TENSOR" else None
+        fq = enc.quantize_dequantize(w, axis=axis)
+        s = np.asarray(enc.scale, np.float64)
+        if axis is not None and s.ndim == 1:
+            shape = [1] * w.ndim
+            shape[axis] = -1
+            s = s.reshape(shape)
+        zp_arr = np.asarray(enc.zero_point(), np.int64)
+        if axis is not None and zp_arr.ndim == 1:
+            zp_arr = zp_arr.reshape(shape)
+        q = np.rint(fq / s).astype(np.int64) + zp_arr
+        ints = helper.make_tensor(f"{name}_int", zp.data_type, list(w.shape), q.ravel().tolist())
+        graph.initializer.remove(inits[name])
+        graph.initializer.extend([ints, scale, zp])
+        new_nodes.append(
+            helper.make_node(
+                "DequantizeLinear",
+                [ints.name, scale.name, zp.name],
+                [name],
+                name=f"{name}_dequantize",
+                **attrs,
+            )
+        )
+
+    producers = {o: n for n in graph.node for o in n.output}
+    for name, enc in encodings.activations.items():
+        if enc.dtype != "int" or (name not in producers and name not in inputs):
+            continue
+        scale, zp, attrs = _qparams(enc, name, signed=None)
+        graph.initializer.extend([scale, zp])
+        if name in producers:
+            node = producers[name]
+            source = f"{name}_float"
+            node.output[list(node.output).index(name)] = source
+            target = name
+        else:
+            source, target = name, f"{name}_qdq"
+            rename[name] = target
+        pair = [
+            helper.make_node(
+                "QuantizeLinear", [source, scale.name, zp.name], [f"{name}_q"],
+                name=f"{name}_quantize", **attrs,
+            ),
+            helper.make_node(
+                "DequantizeLinear", [f"{name}_q", scale.name, zp.name], [target],
+                name=f"{name}_dequantize", **attrs,
+            ),
+        ]  # fmt: skip
+        if name in producers:
+            after[source] = pair
+        else:
+            new_nodes += pair
+    nodes = list(graph.node)
+    for node in nodes:
+        for i, name in enumerate(node.input):
+            if name in rename:
+                node.input[i] = rename[name]
+    order = list(new_nodes)
+    for node in nodes:  # each pair right after its producer: a sorted graph stays sorted
+        order.append(node)
+        for o in node.output:
+            order += after.get(o, [])
+    del graph.node[:]
+    graph.node.extend(order)
+    return out
