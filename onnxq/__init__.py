@@ -12,6 +12,7 @@ Public API
 - Hardware configs: :class:`HardwareConfig`, :func:`load_config`, :func:`available_configs`.
 - Graph passes: :func:`prepare_model`, :func:`fold_all_batch_norms`, :func:`equalize_model`;
   models: :func:`load_model`, :func:`save_model`.
+- Simulation: :class:`QuantizationSimModel` (AIMET's API).
 - Quantizer placement: :func:`place_quantizers` (which tensors a hardware config quantizes).
 - Calibration: :func:`collect_statistics` with :class:`Observed` tensors; range estimators
   (quant schemes) from :func:`make_estimator`.
@@ -41,6 +42,7 @@ _LAZY = {
     "save_model": "onnxq.graph.model_io",
     "Observed": "onnxq.calibrate.statistics",
     "place_quantizers": "onnxq.sim.placement",
+    "QuantizationSimModel": "onnxq.sim.quantsim",
     "collect_statistics": "onnxq.calibrate.statistics",
     "make_estimator": "onnxq.quantization.estimators",
     "OnnxqError": "onnxq.errors",
@@ -60,6 +62,7 @@ __all__ = [
     "ModelError",
     "Observed",
     "OnnxqError",
+    "QuantizationSimModel",
     "__version__",
     "available_configs",
     "collect_statistics",
@@ -95,6 +98,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from onnxq.quantization.ranges import encoding_from_range
     from onnxq.sim.hwconfig import HardwareConfig, available_configs, load_config
     from onnxq.sim.placement import place_quantizers
+    from onnxq.sim.quantsim import QuantizationSimModel
 
 
 def __getattr__(name: str) -> Any:

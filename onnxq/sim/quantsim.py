@@ -1,0 +1,243 @@
+"""``QuantizationSimModel``: AIMET's API on onnxq's placement, calibration and export.
+
+The common path::
+
+    sim = onnxq.QuantizationSimModel(model, quant_scheme="tf_enhanced", config_file="htp_v73")
+    sim.compute_encodings(calibration_batches)        # or (callback, args), AIMET style
+    outputs = sim.session.run(None, feeds)            # the simulated model
+    sim.export(folder, "model")                       # model.onnx, .encodings, _qdq.onnx
+
+State is plain data: ``sim.placement`` (which tensors are quantized and how) and
+``sim.encodings`` (an :class:`~onnxq.export.encodings_file.EncodingSet`).
+
+What this first version does not do yet (issue 6 continues): fp16 simulation
+(``default_data_type="float"``), quantizer tying and the ``hw_version`` rules, per-tensor
+bitwidth overrides, and a simulation session as fast as float inference — ``session`` runs
+the Q/DQ model with onnxruntime's graph optimizations off, so that it computes exactly what
+the encodings say.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from onnxq.errors import InvalidInputError
+from onnxq.export.encodings_file import EncodingSet, load_encodings, save_encodings
+from onnxq.graph.model_io import ModelLike, load_model, save_model
+from onnxq.sim.encodings import compute_encodings
+from onnxq.sim.placement import Placement, place_quantizers
+
+__all__ = ["QuantizationSimModel"]
+
+
+class _RecordingSession:
+    """Handed to an AIMET-style callback: runs the float model and keeps each batch's feeds."""
+
+    def __init__(self, model: Any) -> None:
+        import onnxruntime as ort  # noqa: PLC0415
+
+        self._sess = ort.InferenceSession(
+            model.SerializeToString(), providers=["CPUExecutionProvider"]
+        )
+        self.feeds: list[dict[str, np.ndarray]] = []
+
+    def run(self, output_names: Any, input_feed: Mapping[str, Any], *args: Any) -> Any:
+        self.feeds.append({k: np.asarray(v) for k, v in input_feed.items()})
+        return self._sess.run(output_names, dict(input_feed), *args)
+
+    def get_inputs(self) -> Any:
+        return self._sess.get_inputs()
+
+    def get_outputs(self) -> Any:
+        return self._sess.get_outputs()
+
+
+class QuantizationSimModel:
+    """A quantization simulation of an ONNX model, AIMET-ONNX's API.
+
+    Parameters
+    ----------
+    model
+        Path or ``ModelProto`` (not modified). Fold batch norms first
+        (:func:`onnxq.fold_all_batch_norms`) when the device will.
+    dummy_input
+        Accepted for AIMET compatibility; not needed (shapes come from the graph).
+    quant_scheme
+        Activation range estimator: ``tf``, ``tf_enhanced``, ``percentile``, ``mse``,
+        ``entropy``.
+    default_param_bw, default_output_bw
+        Integer bitwidths of params and activations (``activation_bw`` is an alias of the
+        latter).
+    config_file
+        Hardware config: alias (``htp_v73``), path, or AIMET's own file.
+    default_data_type
+        ``"int"``; fp16 simulation is not supported yet.
+    use_kernels, threads
+        Calibration through onnxq's ops (default: when they build) and onnxruntime threads.
+    """
+
+    def __init__(
+        self,
+        model: ModelLike,
+        dummy_input: Any = None,
+        quant_scheme: str = "tf_enhanced",
+        default_param_bw: int = 8,
+        default_output_bw: int = 8,
+        config_file: Any = "default",
+        default_data_type: str = "int",
+        *,
+        activation_bw: int | None = None,
+        use_kernels: bool | None = None,
+        threads: int | None = None,
+    ) -> None:
+        from onnxq.quantization.estimators import make_estimator  # noqa: PLC0415
+
+        del dummy_input  # shapes come from the graph
+        if default_data_type != "int":
+            raise InvalidInputError(
+                f"default_data_type={default_data_type!r}: only 'int' is supported so far"
+            )
+        make_estimator(quant_scheme)  # an unknown scheme fails here, not after calibration
+        self.model = load_model(model)
+        self.quant_scheme = quant_scheme
+        self.param_bw = default_param_bw
+        self.activation_bw = default_output_bw if activation_bw is None else activation_bw
+        self.use_kernels, self.threads = use_kernels, threads
+        unfolded = [
+            n.name or n.op_type for n in self.model.graph.node if n.op_type == "BatchNormalization"
+        ]
+        if unfolded:
+            warnings.warn(
+                f"{len(unfolded)} BatchNormalization node(s) (first: {unfolded[0]!r}) are "
+                "simulated as they are; fold them with onnxq.fold_all_batch_norms first if "
+                "the device folds them",
+                stacklevel=2,
+            )
+        self.placement: Placement = place_quantizers(self.model, config_file)
+        self.encodings: EncodingSet | None = None
+        self._frozen: set[str] = set()
+        self._session: Any = None
+
+    # -- calibration -----------------------------------------------------------------------------
+
+    def compute_encodings(
+        self,
+        forward_pass_callback: Callable[..., Any] | Iterable[Mapping[str, np.ndarray]],
+        forward_pass_callback_args: Any = None,
+    ) -> None:
+        """Calibrate: from feed dicts, or AIMET style from ``callback(session, args)``.
+
+        The callback gets a session whose ``run`` computes the float model and records the
+        feeds; calibration then streams the recorded feeds.
+        """
+        if callable(forward_pass_callback):
+            recorder = _RecordingSession(self.model)
+            forward_pass_callback(recorder, forward_pass_callback_args)
+            batches: Iterable[Mapping[str, np.ndarray]] = recorder.feeds
+        else:
+            batches = forward_pass_callback
+        fresh = compute_encodings(
+            self.model,
+            self.placement,
+            batches,
+            scheme=self.quant_scheme,
+            param_bw=self.param_bw,
+            activation_bw=self.activation_bw,
+            use_kernels=self.use_kernels,
+            threads=self.threads,
+        )
+        if self.encodings is not None:  # frozen encodings stay as loaded
+            for name in self._frozen:
+                kind = "params" if name in self.encodings.params else "activations"
+                getattr(fresh, kind)[name] = self.encodings[name]
+        self.encodings = fresh
+        self._session = None
+
+    # -- simulation ------------------------------------------------------------------------------
+
+    def qdq_model(self) -> Any:
+        """The standard Q/DQ model of the current encodings."""
+        from onnxq.export.qdq import to_qdq  # noqa: PLC0415
+
+        if self.encodings is None:
+            raise InvalidInputError("no encodings yet: call compute_encodings or load_encodings")
+        return to_qdq(self.model, self.encodings)
+
+    @property
+    def session(self) -> Any:
+        """An onnxruntime session of the simulated model."""
+        import onnxruntime as ort  # noqa: PLC0415
+
+        if self._session is None:
+            so = ort.SessionOptions()
+            # exactly the encodings' arithmetic: no fusion into integer kernels
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            if self.threads:
+                so.intra_op_num_threads = self.threads
+            self._session = ort.InferenceSession(
+                self.qdq_model().SerializeToString(), so, providers=["CPUExecutionProvider"]
+            )
+        return self._session
+
+    # -- encodings in and out --------------------------------------------------------------------
+
+    def load_encodings(self, encodings: Any, freeze: bool = False) -> None:
+        """Use encodings from a file (AIMET's or onnxq's, any version) or an EncodingSet.
+
+        Every name must be a tensor of the model. ``freeze=True`` keeps them through later
+        :meth:`compute_encodings` calls.
+        """
+        loaded = encodings if isinstance(encodings, EncodingSet) else load_encodings(encodings)
+        loaded = loaded.resolve_layouts(self.model)
+        names = {n for node in self.model.graph.node for n in [*node.input, *node.output]}
+        names |= {i.name for i in self.model.graph.input}
+        unknown = [n for n in loaded if n not in names]
+        if unknown:
+            raise InvalidInputError(
+                f"encodings name {len(unknown)} tensor(s) the model lacks (first: "
+                f"{unknown[0]!r}); were they written for another model?"
+            )
+        if self.encodings is None:
+            self.encodings = EncodingSet()
+        self.encodings.activations.update(loaded.activations)
+        self.encodings.params.update(loaded.params)
+        if freeze:
+            self._frozen |= set(loaded)
+        self._session = None
+
+    def set_and_freeze_param_encodings(self, encodings: Any) -> None:
+        """Load and freeze the param encodings of a file (activations in it are ignored)."""
+        loaded = encodings if isinstance(encodings, EncodingSet) else load_encodings(encodings)
+        self.load_encodings(EncodingSet(params=dict(loaded.params)), freeze=True)
+
+    def export(self, path: Any, filename_prefix: str, encoding_version: str = "1.0.0") -> None:
+        """Write ``<prefix>.onnx`` (float), ``<prefix>.encodings`` and ``<prefix>_qdq.onnx``.
+
+        Written into a temporary folder beside ``path`` and moved in when complete, so a
+        failed export leaves nothing partial behind.
+        """
+        if self.encodings is None:
+            raise InvalidInputError("no encodings yet: call compute_encodings or load_encodings")
+        folder = Path(path)
+        if not folder.is_dir():
+            raise InvalidInputError(f"{folder}: export folder does not exist")
+        qdq = self.qdq_model()
+        try:
+            tmp = Path(tempfile.mkdtemp(prefix=f".{filename_prefix}-", dir=folder))
+        except OSError as err:
+            raise InvalidInputError(f"{folder}: cannot write there ({err.strerror})") from None
+        try:
+            save_model(self.model, tmp / f"{filename_prefix}.onnx")
+            save_encodings(self.encodings, tmp / f"{filename_prefix}.encodings", encoding_version)
+            save_model(qdq, tmp / f"{filename_prefix}_qdq.onnx")
+            for item in tmp.iterdir():
+                item.replace(folder / item.name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)

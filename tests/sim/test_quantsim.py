@@ -1,0 +1,129 @@
+"""QuantizationSimModel: AIMET's API end to end on a small model."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import onnxq
+from onnxq.errors import InvalidInputError
+
+
+def _model(bn=False):
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1])]
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")]
+    last = "c"
+    if bn:
+        for k, v in {"g": 1.0, "b": 0.0, "m": 0.0, "v": 1.0}.items():
+            inits.append(numpy_helper.from_array(np.full(4, v, np.float32), k))
+        nodes.append(helper.make_node("BatchNormalization", ["c", "g", "b", "m", "v"], ["n"]))
+        last = "n"
+    nodes.append(helper.make_node("Relu", [last], ["y"]))
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3, 5, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model
+
+
+def _batches(n=3):
+    rng = np.random.default_rng(1)
+    return [{"x": rng.standard_normal((2, 3, 5, 5)).astype(np.float32)} for _ in range(n)]
+
+
+def test_data_and_callback_calibration_agree_and_the_session_simulates(tmp_path):
+    sim = onnxq.QuantizationSimModel(_model(), quant_scheme="tf", config_file="htp_v73")
+    sim.compute_encodings(_batches())
+    by_callback = onnxq.QuantizationSimModel(_model(), quant_scheme="tf", config_file="htp_v73")
+
+    def forward(session, batches):
+        for feeds in batches:
+            session.run(None, feeds)
+
+    by_callback.compute_encodings(forward, _batches())
+    assert sorted(sim.encodings) == sorted(by_callback.encodings) == ["w", "x", "y"]
+    for name in sim.encodings:
+        assert sim.encodings[name] == by_callback.encodings[name]
+    x = _batches(1)[0]
+    out = sim.session.run(None, x)[0]
+    y = sim.encodings["y"]
+    # simulated output sits on the output grid, near the float result
+    steps = out / float(y.scale) + float(y.offset)
+    np.testing.assert_allclose(steps, np.round(steps), atol=1e-3)
+    assert np.max(np.abs(out - np.maximum(_float(x), 0))) < 4 * float(y.scale)
+
+    sim.export(tmp_path, "m", encoding_version="2.0.0")
+    assert sorted(os.listdir(tmp_path)) == ["m.encodings", "m.onnx", "m_qdq.onnx"]
+    again = onnxq.QuantizationSimModel(
+        tmp_path / "m.onnx", quant_scheme="tf", config_file="htp_v73"
+    )
+    again.load_encodings(tmp_path / "m.encodings")
+    np.testing.assert_array_equal(again.session.run(None, x)[0], out)
+
+
+def _float(feeds):
+    import onnxruntime as ort  # noqa: PLC0415
+
+    model = _model()
+    model.graph.output[0].name = "c"
+    del model.graph.node[1]
+    return ort.InferenceSession(model.SerializeToString()).run(None, feeds)[0]
+
+
+def test_frozen_param_encodings_survive_calibration(tmp_path):
+    sim = onnxq.QuantizationSimModel(_model(), quant_scheme="tf", config_file="htp_v73")
+    sim.compute_encodings(_batches())
+    sim.export(tmp_path, "first")
+    other = onnxq.QuantizationSimModel(_model(), quant_scheme="tf", default_param_bw=4)
+    other.set_and_freeze_param_encodings(tmp_path / "first.encodings")
+    other.compute_encodings(_batches())
+    assert other.encodings["w"].bitwidth == 8  # the frozen 8-bit weight, not a 4-bit one
+    assert other.encodings["w"] == sim.encodings["w"]
+
+
+def test_bad_input_gets_one_line_errors_and_export_leaves_nothing(tmp_path):
+    with pytest.warns(UserWarning, match="fold_all_batch_norms"):
+        onnxq.QuantizationSimModel(_model(bn=True))
+    with pytest.raises(InvalidInputError, match="unknown quant scheme"):
+        onnxq.QuantizationSimModel(_model(), quant_scheme="tf_enhancd")
+    sim = onnxq.QuantizationSimModel(_model(), quant_scheme="tf")
+    with pytest.raises(InvalidInputError, match="no encodings yet"):
+        sim.export(tmp_path, "m")
+    with pytest.raises(InvalidInputError, match="lacks \\(first: 'nope'\\)"):
+        sim.load_encodings({"version": "1.0.0", "activation_encodings": [
+            {"name": "nope", "dtype": "INT", "bw": 8, "enc_type": "PER_TENSOR",
+             "is_sym": False, "scale": [0.1], "offset": [0]}], "param_encodings": []})  # fmt: skip
+    sim.compute_encodings(_batches())
+    with pytest.raises(InvalidInputError, match="does not exist"):
+        sim.export(tmp_path / "missing", "m")
+
+
+def test_an_export_that_fails_midway_leaves_nothing(tmp_path, monkeypatch):
+    from onnxq.sim import quantsim  # noqa: PLC0415
+
+    sim = onnxq.QuantizationSimModel(_model(), quant_scheme="tf")
+    sim.compute_encodings(_batches())
+
+    def broken(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(quantsim, "save_encodings", broken)
+    with pytest.raises(OSError, match="No space left"):
+        sim.export(tmp_path, "m")
+    assert os.listdir(tmp_path) == []  # not even the float model written before it
+
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(quantsim.tempfile, "mkdtemp", refused)
+    with pytest.raises(InvalidInputError, match="cannot write there \\(Permission denied\\)"):
+        sim.export(tmp_path, "m")
