@@ -192,6 +192,20 @@ def _count_quantize_nodes(path: Path) -> int:
     return count(onnx.load(str(path), load_external_data=False).graph)
 
 
+def _folded(zm: Any) -> Any:
+    """The zoo model with its BNs folded: what AIMET and onnxq are given when preparing
+    (devices fold them; both tools warn about foldable BNs otherwise)."""
+    import warnings  # noqa: PLC0415
+
+    import onnx  # noqa: PLC0415
+
+    from onnxq import fold_all_batch_norms  # noqa: PLC0415
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fold_all_batch_norms(onnx.load(str(zm.model_path))).model
+
+
 def tool_aimet(zm: Any, s: Settings, work: Path) -> ToolRun:
     try:
         import aimet_onnx  # noqa: PLC0415
@@ -200,7 +214,7 @@ def tool_aimet(zm: Any, s: Settings, work: Path) -> ToolRun:
         raise SkipTool(f"aimet_onnx is not importable here ({err})") from None
     from onnxq.sim.hwconfig import config_path  # noqa: PLC0415
 
-    model = onnx.load(str(zm.model_path))
+    model = _folded(zm) if s.prepare else onnx.load(str(zm.model_path))
     # AIMET's own files for its HTP aliases (its reference behaviour); for default and
     # per_channel onnxq's files, whose meaning differs from AIMET's "default" alias
     config = s.config if s.config.startswith("htp") else str(config_path(s.config))
@@ -253,7 +267,7 @@ def tool_onnxq(zm: Any, s: Settings, work: Path) -> ToolRun:
             raise SkipTool("onnxq's quantizer does not exist yet (issue 6)") from None
     return _run_quantsim(
         lambda: onnxq.QuantizationSimModel(
-            str(zm.model_path),
+            _folded(zm) if s.prepare else str(zm.model_path),
             quant_scheme=s.scheme,
             default_param_bw=s.param_bw,
             default_output_bw=s.act_bw,

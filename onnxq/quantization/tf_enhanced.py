@@ -100,8 +100,11 @@ def _costs(
     mids = (start + np.arange(n, dtype=np.float32) * step + _F32(step / 2)).astype(np.float32)
     g_lo = (delta * offset).astype(np.float32)
     g_hi = (delta * _F32(2**bw - 1) + g_lo).astype(np.float32)
-    lo_i = np.clip(np.floor((g_lo - start) / step), 0, n - 1).astype(np.int64)
-    hi_i = np.clip(np.floor((g_hi - start) / step), 0, n - 1).astype(np.int64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        lo_f = np.nan_to_num(np.floor((g_lo - start) / step), nan=0.0)
+        hi_f = np.nan_to_num(np.floor((g_hi - start) / step), nan=n - 1.0)
+    lo_i = np.clip(lo_f, 0, n - 1).astype(np.int64)
+    hi_i = np.clip(hi_f, 0, n - 1).astype(np.int64)
     # saturation from prefix sums of p, p·mid, p·mid² (float64): Σ p (mid − c)² over the
     # bins below lo_i around c = mid[lo_i], and over the bins from hi_i up around mid[hi_i]
     pm = p.astype(np.float64)
@@ -158,6 +161,8 @@ def tf_enhanced_search(
         return None
     p = (p / p.sum()).astype(np.float32)
     start32, step32 = _F32(start), _F32(width)
+    if not (np.isfinite(step32) and step32 > 0 and np.isfinite(start32)):
+        return None  # bins too narrow for float32: nothing AIMET's arithmetic can search
     edges = (start32 + np.arange(len(p), dtype=np.float32) * step32).astype(np.float32)
     lo = min(edges[used[0]], _F32(0))
     hi = max(edges[used[-1]] if used[-1] > 0 else edges[-1], _F32(0))
@@ -168,6 +173,10 @@ def tf_enhanced_search(
         delta, offset = _symmetric(lo, hi, steps, unsigned_symmetric)
     else:
         delta, offset = _asymmetric(lo, hi, steps)
+    usable = np.isfinite(delta) & (delta > 0) & np.isfinite(offset)
+    if not usable.any():  # a range too narrow for float32 steps
+        return None
+    delta, offset = delta[usable], offset[usable]
     cost = _costs(start32, step32, p, bitwidth, delta, offset)
     best = int(np.argmin(np.where(np.isnan(cost), np.inf, cost)))  # the first of equals
     return float(delta[best]), int(offset[best])

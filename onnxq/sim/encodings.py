@@ -10,9 +10,9 @@ Rules:
 - a config's ``encoding_constraints`` replace what calibration saw: ``min`` and ``max`` give
   the range outright (``min == -max`` forces a symmetric grid), ``min`` alone pins the low
   end; a tensor with a complete fixed range is not observed at all;
-- params are encoded from their values with running min/max (``tf``), per channel along the
-  placement's axis when it has one. AIMET uses the sim's scheme for params too; onnxq does
-  so for ``tf`` and has no per-channel ``tf_enhanced`` for weights yet.
+- params are encoded from their values, per channel along the placement's axis when it has
+  one, with min/max (``tf``) by default — AIMET applies the sim's scheme to params too
+  (``param_scheme=`` does so here), which measured worse on the zoo.
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ def compute_encodings(
     batches: Iterable[Mapping[str, np.ndarray]],
     *,
     scheme: str = "tf_enhanced",
+    param_scheme: str | None = None,
     param_bw: int = 8,
     activation_bw: int = 8,
     use_kernels: bool | None = None,
@@ -88,6 +89,8 @@ def compute_encodings(
         Calibration feed dicts.
     scheme
         Range estimator of the activations.
+    param_scheme
+        Range estimator of the params (default ``tf``; AIMET uses ``scheme``).
     param_bw, activation_bw
         Integer bitwidths.
     use_kernels, threads
@@ -100,16 +103,27 @@ def compute_encodings(
         "unsigned_symmetric": placement.unsigned_symmetric,
     }
     out = EncodingSet()
+    from onnxq.quantization.estimators import make_estimator  # noqa: PLC0415
+
+    # tf by default: measured, tf_enhanced on weights lowers logit SQNR on the zoo (orient
+    # 48.61 -> 47.42 dB, efflite0 7.96 -> 7.63 dB, htp_v73 w8a8) and costs seconds per model
+    param_scheme = "tf" if param_scheme is None else param_scheme
     values = param_values(model)
     for q in placement.enabled("param"):
         w = np.asarray(values[q.tensor], np.float64)
         if q.channel_axis is None or w.ndim == 0:
-            lo, hi = float(w.min()), float(w.max())
-            axis = None
+            rows, axis = w.reshape(1, -1), None
         else:
             rows = np.moveaxis(w, q.channel_axis, 0).reshape(w.shape[q.channel_axis], -1)
-            lo, hi = rows.min(axis=1), rows.max(axis=1)
             axis = q.channel_axis
+        if param_scheme == "tf":
+            lo, hi = rows.min(axis=1), rows.max(axis=1)
+        else:  # the scheme's search on each channel's own histogram, as AIMET does
+            est = make_estimator(param_scheme, rows.shape[0])
+            est.update(rows)
+            lo, hi = est.compute(param_bw, symmetric=q.symmetric, **grid)
+        if axis is None:
+            lo, hi = float(lo[0]), float(hi[0])
         out.params[q.tensor] = encoding_from_range(
             lo, hi, param_bw, symmetric=q.symmetric, axis=axis, name=q.tensor, **grid
         )

@@ -269,3 +269,10 @@ def test_entropy_ranges_span_a_bin_per_level_and_stay_inside_the_data(bw):
         assert (hi[0] - lo[0]) / est.histogram.width[0] >= 2**bw
         absmax = max(-data.min(), data.max())
         assert -absmax <= lo[0] <= 0 <= hi[0] <= absmax
+
+
+def test_tf_enhanced_on_a_range_too_narrow_for_float32_steps_keeps_min_max():
+    est = TfEnhancedEstimator()
+    est.update(np.array([0.0, 1e-43, 3e-43]))  # float32 steps of this range underflow to 0
+    lo, hi = est.compute(8)
+    assert np.isfinite(lo[0]) and np.isfinite(hi[0]) and hi[0] >= lo[0]
