@@ -32,3 +32,30 @@ def test_graph_passes_example_runs(small_cnn, monkeypatch):
     exec(compile(code, str(README), "exec"), namespace)
     assert [(p.layer, p.batch_norm) for p in namespace["folded"].pairs] == [("conv1", "bn1")]
     assert (small_cnn.parent / "model_cle.onnx").is_file()
+
+
+def test_simulation_example_runs(small_cnn, monkeypatch):
+    import numpy as np  # noqa: PLC0415
+
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    code = next(b for b in blocks if "QuantizationSimModel" in b)
+    monkeypatch.chdir(small_cnn.parent)
+    code = code.replace('"model.onnx"', f'"{small_cnn.name}"')
+    code = code.replace('"aimet_export/model.encodings"', '"out/model.encodings"')
+    code = code.replace('"adaround.encodings"', '"out/model.encodings"')
+    rng = np.random.default_rng(0)
+    batches = [{"x": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)} for _ in range(4)]
+
+    def forward_pass(session, data):
+        for feeds in data:
+            session.run(None, feeds)
+
+    namespace: dict[str, object] = {
+        "calibration_batches": batches,
+        "forward_pass": forward_pass,
+        "forward_pass_args": batches,
+        "feeds": batches[0],
+    }
+    exec(compile(code, str(README), "exec"), namespace)
+    assert namespace["outputs"][0].shape == (1, 4, 8, 8)
+    assert (small_cnn.parent / "out" / "model_qdq.onnx").is_file()

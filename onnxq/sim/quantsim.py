@@ -220,16 +220,17 @@ class QuantizationSimModel:
     def export(self, path: Any, filename_prefix: str, encoding_version: str = "1.0.0") -> None:
         """Write ``<prefix>.onnx`` (float), ``<prefix>.encodings`` and ``<prefix>_qdq.onnx``.
 
-        Written into a temporary folder beside ``path`` and moved in when complete, so a
-        failed export leaves nothing partial behind.
+        ``path`` is created if needed. Files are written into a temporary folder inside it
+        and moved in when complete, so a failed export leaves nothing partial behind.
         """
         if self.encodings is None:
             raise InvalidInputError("no encodings yet: call compute_encodings or load_encodings")
         folder = Path(path)
-        if not folder.is_dir():
-            raise InvalidInputError(f"{folder}: export folder does not exist")
+        if folder.exists() and not folder.is_dir():
+            raise InvalidInputError(f"{folder}: not a folder; export needs a folder to write into")
         qdq = self.qdq_model()
         try:
+            folder.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{filename_prefix}-", dir=folder))
         except OSError as err:
             raise InvalidInputError(f"{folder}: cannot write there ({err.strerror})") from None

@@ -103,8 +103,11 @@ def test_bad_input_gets_one_line_errors_and_export_leaves_nothing(tmp_path):
             {"name": "nope", "dtype": "INT", "bw": 8, "enc_type": "PER_TENSOR",
              "is_sym": False, "scale": [0.1], "offset": [0]}], "param_encodings": []})  # fmt: skip
     sim.compute_encodings(_batches())
-    with pytest.raises(InvalidInputError, match="does not exist"):
-        sim.export(tmp_path / "missing", "m")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(InvalidInputError, match="not a folder"):
+        sim.export(tmp_path / "file", "m")
+    sim.export(tmp_path / "new" / "folder", "m")  # created
+    assert (tmp_path / "new" / "folder" / "m_qdq.onnx").is_file()
 
 
 def test_an_export_that_fails_midway_leaves_nothing(tmp_path, monkeypatch):
