@@ -32,6 +32,7 @@ from onnxq.errors import InvalidInputError
 from onnxq.export.encodings_file import EncodingSet, load_encodings, save_encodings
 from onnxq.graph.model_io import ModelLike, load_model, save_model
 from onnxq.sim.encodings import compute_encodings
+from onnxq.sim.feeds import checked_feeds
 from onnxq.sim.placement import Placement, place_quantizers
 
 __all__ = ["QuantizationSimModel"]
@@ -135,7 +136,8 @@ class QuantizationSimModel:
         """Calibrate: from feed dicts, or AIMET style from ``callback(session, args)``.
 
         The callback gets a session whose ``run`` computes the float model and records the
-        feeds; calibration then streams the recorded feeds.
+        feeds; calibration then streams the recorded feeds. Every batch is checked against
+        the model's inputs (names, dtypes, shapes, finite values) before it is run.
         """
         if callable(forward_pass_callback):
             recorder = _RecordingSession(self.model)
@@ -146,7 +148,7 @@ class QuantizationSimModel:
         fresh = compute_encodings(
             self.model,
             self.placement,
-            batches,
+            checked_feeds(self.model, batches),
             scheme=self.quant_scheme,
             param_bw=self.param_bw,
             activation_bw=self.activation_bw,

@@ -130,3 +130,19 @@ def test_an_export_that_fails_midway_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(quantsim.tempfile, "mkdtemp", refused)
     with pytest.raises(InvalidInputError, match="cannot write there \\(Permission denied\\)"):
         sim.export(tmp_path, "m")
+
+
+@pytest.mark.parametrize(
+    ("feeds", "message"),
+    [
+        ({"input": np.zeros((1, 3, 5, 5), np.float32)}, "batch 0 lacks \\['x'\\]"),
+        ({"x": np.zeros((1, 3, 5, 5), np.float64)}, "'x' is float64, the model wants float32"),
+        ({"x": np.zeros((1, 3, 4, 5), np.float32)}, "wants \\[\\?, 3, 5, 5\\]"),
+        ({"x": np.full((1, 3, 5, 5), np.nan, np.float32)}, "'x' holds NaN or Inf"),
+        ([np.zeros(3)], "is a list; give a dict"),
+    ],
+)  # fmt: skip
+def test_calibration_feeds_are_checked_before_running(feeds, message):
+    sim = onnxq.QuantizationSimModel(_model(), quant_scheme="tf")
+    with pytest.raises(InvalidInputError, match=message):
+        sim.compute_encodings([feeds])
