@@ -11,14 +11,14 @@ Run: ``python -m benchmarks.aimet_placement --aimet-python /path/to/aimet-venv/b
 
 from __future__ import annotations
 
-import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
+
+from benchmarks.aimet_worker import parse_args, run_worker
 
 ROOT = Path(__file__).parents[1]
 OUT = ROOT / "tests" / "sim" / "data" / "aimet_2_42_placement.json"
@@ -62,10 +62,7 @@ def _worker(folder: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--aimet-python", required=True, help="python of a venv with aimet-onnx")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    args = parse_args(__doc__.splitlines()[0], argv)
     if args.worker:
         _worker(args.worker)
         return
@@ -74,12 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in MODELS:
             onnx.save(folded_model(name), str(Path(tmp) / f"{name}.onnx"))
-        out = subprocess.run(
-            [args.aimet_python, "-m", "benchmarks.aimet_placement", "--aimet-python", "-",
-             "--worker", tmp],
-            cwd=ROOT, capture_output=True, text=True, check=True,
-        )  # fmt: skip
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+        result = run_worker(args.aimet_python, "benchmarks.aimet_placement", tmp)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
     print(f"{OUT}: {len(result)} cases")

@@ -24,9 +24,7 @@ Run: ``python -m benchmarks.aimet_schemes --aimet-python /path/to/aimet-venv/bin
 
 from __future__ import annotations
 
-import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import warnings
@@ -34,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from benchmarks.aimet_worker import parse_args, run_worker
 
 RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).parents[1]
@@ -129,32 +129,14 @@ def _compare(aimet: tuple[float, float, float, float], ours: Any) -> dict[str, A
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--aimet-python", required=True, help="python of a venv with aimet-onnx")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    args = parse_args(__doc__.splitlines()[0], argv)
     if args.worker:
         _worker(args.worker)
         return {}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "data.npz"
         _datasets(path)
-        out = subprocess.run(
-            [
-                args.aimet_python,
-                "-m",
-                "benchmarks.aimet_schemes",
-                "--aimet-python",
-                "-",
-                "--worker",
-                str(path),
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    rows = json.loads(out.stdout.strip().splitlines()[-1])
+        rows = run_worker(args.aimet_python, "benchmarks.aimet_schemes", str(path))
 
     def share(key: str, test: Any) -> float:
         return round(sum(bool(test(r[key])) for r in rows) / len(rows), 4)

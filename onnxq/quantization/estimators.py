@@ -126,9 +126,9 @@ class MinMaxEstimator(RangeEstimator):
 
 
 class _HistogramEstimator(RangeEstimator):
-    def __init__(self, channels: int = 1, bins: int = DEFAULT_BINS) -> None:
+    def __init__(self, channels: int = 1, bins: int = DEFAULT_BINS, headroom: float = 0.25) -> None:
         super().__init__(channels)
-        self.histogram = StreamingHistogram(channels, bins)
+        self.histogram = StreamingHistogram(channels, bins, headroom)
 
     needs_histogram = True
 
@@ -279,8 +279,7 @@ class TfEnhancedEstimator(_HistogramEstimator):
     """
 
     def __init__(self, channels: int = 1, bins: int = 1536, headroom: float = 1.0) -> None:
-        super().__init__(channels, bins)
-        self.histogram = StreamingHistogram(channels, bins, headroom)
+        super().__init__(channels, bins, headroom)
 
     def compute(
         self,

@@ -186,6 +186,16 @@ def _supergroups(
     return matches
 
 
+def _param_setting(cfg: HardwareConfig, role: str) -> tuple[bool, bool]:
+    """``(quantized, symmetric)`` of a param role: ``defaults.params``, then ``params.<role>``."""
+    on, sym = cfg.defaults.params.is_quantized, cfg.defaults.params.is_symmetric
+    setting = cfg.params.get(role)
+    if setting is not None:
+        on = on if setting.is_quantized is None else setting.is_quantized
+        sym = sym if setting.is_symmetric is None else setting.is_symmetric
+    return bool(on), bool(sym)
+
+
 def place_quantizers(model: Any, config: Any = "default") -> Placement:
     """Place quantizers on ``model`` (a ``ModelProto``, not modified) per ``config``.
 
@@ -229,15 +239,10 @@ def place_quantizers(model: Any, config: Any = "default") -> Placement:
                 continue
             if name in quantizers:
                 continue
-            setting = cfg.params.get(role)
-            on = cfg.defaults.params.is_quantized
-            sym = cfg.defaults.params.is_symmetric
-            if setting is not None:
-                on = on if setting.is_quantized is None else setting.is_quantized
-                sym = sym if setting.is_symmetric is None else setting.is_symmetric
+            on, sym = _param_setting(cfg, role)
             if role in ("running_mean", "running_var"):
                 on = False  # never quantized (aimet-facts §2.2)
-            quantizers[name] = Quantizer(name, "param", bool(on), bool(sym), role, label[id(node)])
+            quantizers[name] = Quantizer(name, "param", on, sym, role, label[id(node)])
     for name in inputs:
         if is_float(name):
             quantizers[name] = Quantizer(name, "activation", False, act_sym)
@@ -326,15 +331,8 @@ def place_quantizers(model: Any, config: Any = "default") -> Placement:
                 continue
             if node.output[0] in quantizers:
                 quantizers[node.output[0]].enabled = False
-            setting = cfg.params.get("bias")
-            on = cfg.defaults.params.is_quantized
-            sym = cfg.defaults.params.is_symmetric
-            if setting is not None:
-                on = on if setting.is_quantized is None else setting.is_quantized
-                sym = sym if setting.is_symmetric is None else setting.is_symmetric
-            quantizers[bias[0]] = Quantizer(
-                bias[0], "param", bool(on), bool(sym), "bias", label[id(node)]
-            )
+            on, sym = _param_setting(cfg, "bias")
+            quantizers[bias[0]] = Quantizer(bias[0], "param", on, sym, "bias", label[id(node)])
             linear_bias[bias[0]] = node
 
     # 5. per-channel params

@@ -5,30 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import onnxruntime as ort
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, numpy_helper
 
 from onnxq.export.qdq import required_opset, to_qdq
 from onnxq.sim.encodings import compute_encodings
 from onnxq.sim.placement import place_quantizers
-
-
-def _model():
-    rng = np.random.default_rng(0)
-    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
-    nodes = [
-        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
-        helper.make_node("Sigmoid", ["c"], ["y"]),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3, 5, 5])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-        [numpy_helper.from_array(w, "w")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
-    model.ir_version = 8
-    return model, w
 
 
 def _run(model, feeds, outputs=None):
@@ -38,8 +19,8 @@ def _run(model, feeds, outputs=None):
     return sess.run(outputs, feeds)
 
 
-def test_qdq_model_equals_step_by_step_fake_quantization():
-    model, w = _model()
+def test_qdq_model_equals_step_by_step_fake_quantization(conv_sigmoid):
+    model, w = conv_sigmoid
     rng = np.random.default_rng(1)
     batches = [{"x": rng.standard_normal((2, 3, 5, 5)).astype(np.float32)} for _ in range(3)]
     encs = compute_encodings(model, place_quantizers(model, "htp_v73"), batches, scheme="tf")
@@ -68,8 +49,8 @@ def test_qdq_model_equals_step_by_step_fake_quantization():
     assert np.mean(np.abs(got - y) <= 1e-6) > 0.95
 
 
-def test_16_bit_activations_raise_the_opset_to_21():
-    model, _ = _model()
+def test_16_bit_activations_raise_the_opset_to_21(conv_sigmoid):
+    model, _ = conv_sigmoid
     rng = np.random.default_rng(2)
     batches = [{"x": rng.standard_normal((2, 3, 5, 5)).astype(np.float32)}]
     encs = compute_encodings(

@@ -12,27 +12,8 @@ from onnxq.sim.encodings import compute_encodings
 from onnxq.sim.placement import place_quantizers
 
 
-def _model():
-    rng = np.random.default_rng(0)
-    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
-    nodes = [
-        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
-        helper.make_node("Sigmoid", ["c"], ["y"]),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3, 5, 5])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-        [numpy_helper.from_array(w, "w")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 10
-    return model, w
-
-
-def test_params_activations_and_fixed_ranges():
-    model, w = _model()
+def test_params_activations_and_fixed_ranges(conv_sigmoid):
+    model, w = conv_sigmoid
     rng = np.random.default_rng(1)
     batches = [{"x": rng.standard_normal((2, 3, 5, 5)).astype(np.float32)} for _ in range(3)]
     placement = place_quantizers(model, "htp_v73")  # per-channel Conv, Sigmoid fixed to [0, 1]
