@@ -29,7 +29,11 @@ def model_inputs(model: Any) -> dict[str, tuple[np.dtype, list[int | None]]]:
         if vi.name in inits:
             continue
         tt = vi.type.tensor_type
-        dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+        # a negative dim_value (Paddle's exporter writes -1) is a free dimension too
+        dims = [
+            d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else None
+            for d in tt.shape.dim
+        ]
         out[vi.name] = (np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type)), dims)
     return out
 

@@ -146,3 +146,12 @@ def test_calibration_feeds_are_checked_before_running(feeds, message):
     sim = onnxq.QuantizationSimModel(_model(), quant_scheme="tf")
     with pytest.raises(InvalidInputError, match=message):
         sim.compute_encodings([feeds])
+
+
+def test_a_negative_dim_value_is_a_free_dimension():
+    # Paddle's exporter writes -1 for the batch dimension (ppocr_cls: [-1, 3, ?, ?])
+    model = _model()
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = -1
+    sim = onnxq.QuantizationSimModel(model, quant_scheme="tf")
+    sim.compute_encodings([{"x": np.ones((2, 3, 5, 5), np.float32)}])
+    assert "x" in sim.encodings.activations
