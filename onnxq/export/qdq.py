@@ -10,6 +10,15 @@ Rules:
 - scales are float32, zero points in the encoding's ONNX type (``uint8`` activations,
   ``int8`` symmetric weights, ``int16``/``uint16``, ``int4``...); per-channel encodings carry
   their ``axis``, per-block ones ``axis`` and ``block_size``;
+- an output of a value-preserving op (Reshape, Transpose, MaxPool, Flatten, Slice...) whose data
+  input is an encoded activation, and that has no encoding of its own, gets ``Q → DQ`` with the
+  input's encoding. Its values are already on that grid, so the arithmetic is unchanged, but
+  every op then sits between DQ and Q: backends that run whole "node units" (onnxruntime's QNN
+  HTP backend rejects a float Flatten feeding a quantized Gemm) accept the model;
+- an unencoded float tensor read only by a Relu or Clip whose output is encoded (the inside of
+  a Conv+Relu6 supergroup) gets ``Q → DQ`` with that output's encoding. Clamping and rounding
+  to the same grid commute, so ``Q(clip(Q(x))) == Q(clip(x))``: the arithmetic is unchanged,
+  and the backend sees the DQ → Conv → Q → DQ → Clip → Q units it fuses into one kernel;
 - the default-domain opset is raised only as needed — 13 for per-channel, 21 for 4- or
   16-bit types and blocks — with onnx's version converter;
 - the input model is not modified.
@@ -17,6 +26,7 @@ Rules:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -25,7 +35,56 @@ from onnxq.errors import ModelError
 from onnxq.export.encodings_file import EncodingSet
 from onnxq.quantization.encoding import Encoding
 
-__all__ = ["required_opset", "to_qdq"]
+__all__ = ["carried_encodings", "clamp_input_encodings", "required_opset", "to_qdq"]
+
+# op -> the outputs that hold input 0's values (so stay on its grid); indices outputs excluded
+_VALUE_PRESERVING: dict[str, tuple[int, ...] | None] = {
+    "MaxPool": (0,), "Pad": (0,), "Slice": (0,), "Reshape": (0,), "Transpose": (0,),
+    "Gather": (0,), "GatherElements": (0,), "GatherND": (0,), "Split": None, "Squeeze": (0,),
+    "Unsqueeze": (0,), "Expand": (0,), "Tile": (0,), "TopK": (0,), "ReduceMax": (0,),
+    "ReduceMin": (0,), "DepthToSpace": (0,), "SpaceToDepth": (0,), "Dropout": (0,),
+    "Identity": (0,), "Compress": (0,), "Flatten": (0,),
+}  # fmt: skip
+
+
+def carried_encodings(model: Any, encodings: EncodingSet) -> dict[str, Encoding]:
+    """Encodings that value-preserving ops carry from an encoded input to unencoded outputs.
+
+    Follows chains (Reshape → Transpose → ...) in graph order; an output already encoded keeps
+    its own. A Pad with an explicit constant value is skipped: that value may be off the grid.
+    """
+    known = {n: e for n, e in encodings.activations.items() if e.dtype == "int"}
+    carried: dict[str, Encoding] = {}
+    for node in model.graph.node:
+        outs = _VALUE_PRESERVING.get(node.op_type, ())
+        if not node.input or node.input[0] not in known:
+            continue
+        if node.op_type == "Pad" and len(node.input) > 2 and node.input[2]:
+            continue
+        idx = range(len(node.output)) if outs is None else outs
+        for i in idx:
+            if i < len(node.output) and node.output[i] and node.output[i] not in known:
+                carried[node.output[i]] = known[node.input[0]]
+                known[node.output[i]] = known[node.input[0]]
+    return carried
+
+
+def clamp_input_encodings(model: Any, known: Mapping[str, Encoding]) -> dict[str, Encoding]:
+    """Encodings for unencoded tensors read only by a Relu/Clip whose output is encoded."""
+    readers: dict[str, list[Any]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    produced = {o for n in model.graph.node for o in n.output}
+    graph_outputs = {o.name for o in model.graph.output}
+    found: dict[str, Encoding] = {}
+    for name, nodes in readers.items():
+        if name in known or name not in produced or name in graph_outputs or len(nodes) != 1:
+            continue
+        node = nodes[0]
+        if node.op_type in ("Relu", "Clip") and node.input[0] == name and node.output[0] in known:
+            found[name] = known[node.output[0]]
+    return found
 
 
 def required_opset(encodings: EncodingSet) -> int:
@@ -117,7 +176,10 @@ def to_qdq(model: Any, encodings: EncodingSet) -> Any:
         )
 
     producers = {o: n for n in graph.node for o in n.output}
-    for name, enc in encodings.activations.items():
+    activations = {n: e for n, e in encodings.activations.items() if e.dtype == "int"}
+    activations.update(carried_encodings(out, encodings))
+    activations.update(clamp_input_encodings(out, activations))
+    for name, enc in activations.items():
         if enc.dtype != "int" or (name not in producers and name not in inputs):
             continue
         scale, zp, attrs = _qparams(enc, name, signed=None)

@@ -63,3 +63,67 @@ def test_16_bit_activations_raise_the_opset_to_21(conv_sigmoid):
     got = _run(qdq, {"x": batches[0]["x"]})[0]
     ref = _run(model, {"x": batches[0]["x"]})[0]
     assert np.max(np.abs(got - ref)) < 0.05  # int8 weights, 16-bit activations
+
+
+def _conv_relu6_flatten(bias: np.ndarray | None = None):
+    """``Conv(3→4) → Clip(0, 6) → MaxPool → Flatten → Gemm`` with the Conv's bias ``bias``."""
+    from onnx import helper  # noqa: PLC0415
+
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32) if bias is None else bias
+    fc = rng.standard_normal((5, 16)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["x", "w", "b"], ["c"]),
+            helper.make_node("Clip", ["c", "lo", "hi"], ["r"]),
+            helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+            helper.make_node("Flatten", ["p"], ["f"]),
+            helper.make_node("Gemm", ["f", "fc"], ["y"], transB=1),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [
+            numpy_helper.from_array(w, "w"),
+            numpy_helper.from_array(b, "b"),
+            numpy_helper.from_array(np.float32(0), "lo"),
+            numpy_helper.from_array(np.float32(6), "hi"),
+            numpy_helper.from_array(fc, "fc"),
+        ],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), w
+
+
+def test_value_preserving_and_clamped_tensors_get_the_neighbours_grid_with_equal_results():
+    model, w = _conv_relu6_flatten()
+    rng = np.random.default_rng(4)
+    batches = [{"x": (3 * rng.standard_normal((2, 3, 6, 6))).astype(np.float32)}]
+    encs = compute_encodings(model, place_quantizers(model, "htp_v73"), batches, scheme="tf")
+    # Conv+Clip is a supergroup (no "c"); MaxPool and Flatten keep r's grid (no "p", "f")
+    assert set(encs.activations) == {"x", "lo", "hi", "r", "y"}
+    qdq = to_qdq(model, encs)
+    dq_outputs = {n.output[0] for n in qdq.graph.node if n.op_type == "DequantizeLinear"}
+    assert {"c", "p", "f"} <= dq_outputs  # every op now sits between DQ and Q
+    scales = {n.input[1] for n in qdq.graph.node if n.op_type == "QuantizeLinear"}
+    assert {"c_scale", "p_scale", "f_scale"} <= scales
+    init = {t.name: numpy_helper.to_array(t) for t in qdq.graph.initializer}
+    assert init["c_scale"] == init["r_scale"] == init["p_scale"] == init["f_scale"]
+    # the arithmetic is unchanged: the step-by-step reference without the extra pairs
+    x = batches[0]["x"]
+    xq = encs.activations["x"].quantize_dequantize(x)
+    from onnx import helper  # noqa: PLC0415
+
+    qdq.graph.output.extend(helper.make_empty_tensor_value_info(t) for t in ("r", "f"))
+    got = _run(qdq, {"x": x}, ["r", "f"])
+    ref = model.__class__()
+    ref.CopyFrom(model)
+    ref.graph.initializer[0].CopyFrom(
+        numpy_helper.from_array(encs.params["w"].quantize_dequantize(w).astype(np.float32), "w")
+    )
+    del ref.graph.node[2:]
+    ref.graph.output[0].name = "r"
+    r = encs.activations["r"].quantize_dequantize(_run(ref, {"x": xq})[0]).astype(np.float32)
+    np.testing.assert_array_equal(got[0], r)
+    pooled = r.reshape(2, 4, 2, 2, 2, 2).max(axis=(3, 5)).reshape(2, -1)  # already on r's grid
+    np.testing.assert_array_equal(got[1], pooled)
