@@ -1,0 +1,1 @@
+"""Checks of a quantized model against the device: the HTP emulator of onnxruntime-qnn."""

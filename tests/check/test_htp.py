@@ -1,0 +1,108 @@
+"""The emulated HTP backend (onnxruntime-qnn) runs onnxq's Q/DQ export and agrees with the sim.
+
+The tests that run the backend are skipped where onnxruntime-qnn is not installed (it exists
+for Linux x86-64 only; the test extra installs it there).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import onnxq
+from onnxq.check.htp import htp_available, parse_rejections, run_on_htp
+from onnxq.errors import ModelError
+
+needs_htp = pytest.mark.skipif(not htp_available(), reason="onnxruntime-qnn is not installed")
+
+# lines of a real verbose onnxruntime-qnn log (onnxruntime-qnn 2.7)
+LOG = """\
+2026-11-28 23:28:32.305482090 [V:onnxruntime:, qnn_execution_provider.cc:1713 LogNodeSupport] \
+Validation FAILED for 1 nodes in OrtNodeUnit (QuantizeLinear) :
+\tOperator type: QuantizeLinear Node name:  Node index: 0
+\tREASON : QNN EP is configured to not take Q nodes that consume a graph input.
+2026-11-28 23:28:32.305513519 [V:onnxruntime:, qnn_execution_provider.cc:1713 LogNodeSupport] \
+Validation PASSED for 4 nodes in OrtNodeUnit (Conv) :
+\tOperator type: Conv Node name: conv16 Node index: 3
+2026-11-28 23:40:10.100000000 [V:onnxruntime:, qnn_execution_provider.cc:1713 LogNodeSupport] \
+Validation FAILED for 1 nodes in OrtNodeUnit (DequantizeLinear) :
+\tOperator type: DequantizeLinear Node name: blocks.13.depthwise_conv_bias_dq Node index: 7
+\tREASON : QNN EP does not support a standalone DQ op with per-channel quantization
+"""
+
+
+def test_rejections_are_read_from_the_log_and_graph_io_offload_is_not_one():
+    assert parse_rejections(LOG) == [
+        onnxq.check.htp.RejectedNode(
+            "DequantizeLinear",
+            "blocks.13.depthwise_conv_bias_dq",
+            "QNN EP does not support a standalone DQ op with per-channel quantization",
+        )
+    ]
+
+
+def test_a_missing_model_file_is_named(tmp_path):
+    if not htp_available():
+        with pytest.raises(ModelError, match="pip install 'onnxq\\[qnn\\]'"):
+            run_on_htp(tmp_path / "nope.onnx", [])
+        return
+    with pytest.raises(ModelError, match=r"nope\.onnx: no such model file"):
+        run_on_htp(tmp_path / "nope.onnx", [])
+
+
+def _conv_relu6_sim(tmp_path):
+    from tests.export.test_qdq import _conv_relu6_flatten  # noqa: PLC0415
+
+    model, _ = _conv_relu6_flatten()
+    rng = np.random.default_rng(5)
+    feeds = [{"x": (2 * rng.standard_normal((1, 3, 6, 6))).astype(np.float32)} for _ in range(4)]
+    sim = onnxq.QuantizationSimModel(model, quant_scheme="tf", config_file="htp_v73")
+    sim.compute_encodings(feeds)
+    sim.export(tmp_path, "m")
+    return sim, feeds
+
+
+@needs_htp
+def test_the_qdq_export_runs_whole_on_the_htp_and_matches_the_simulation(tmp_path):
+    sim, feeds = _conv_relu6_sim(tmp_path)
+    run = run_on_htp(tmp_path / "m_qdq.onnx", feeds, arch=73)
+    assert run.accepted_whole, run.rejected
+    assert run.output_names == ["y"]
+    step = float(sim.encodings.activations["y"].scale)
+    for f, out in zip(feeds, run.outputs, strict=True):
+        sim_y = sim.session.run(None, f)[0]
+        assert out[0].shape == sim_y.shape == (1, 5)
+        assert np.max(np.abs(out[0] - sim_y)) <= step * 1.001  # within one output step
+
+
+@needs_htp
+def test_a_node_the_hardware_cannot_run_is_reported(tmp_path):
+    # a Conv with 16-bit weights: the HTP has no such kernel
+    from onnx import TensorProto, helper, numpy_helper  # noqa: PLC0415
+
+    w = numpy_helper.from_array(np.ones((4, 3, 3, 3), np.int16), "w_int")
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"]),
+        helper.make_node("DequantizeLinear", ["w_int", "ws", "wz"], ["w"]),
+        helper.make_node("Conv", ["xd", "w"], ["y0"], name="conv16"),
+        helper.make_node("QuantizeLinear", ["y0", "s", "z"], ["yq"]),
+        helper.make_node("DequantizeLinear", ["yq", "s", "z"], ["y"]),
+    ]
+    inits = [
+        w,
+        numpy_helper.from_array(np.float32(0.1), "s"),
+        numpy_helper.from_array(np.uint8(128), "z"),
+        numpy_helper.from_array(np.float32(0.01), "ws"),
+        numpy_helper.from_array(np.int16(0), "wz"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 6, 6])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    with pytest.raises(ModelError, match=r"HTP backend failed: .*Node 'conv16"):
+        run_on_htp(model, [{"x": np.zeros((1, 3, 8, 8), np.float32)}])
