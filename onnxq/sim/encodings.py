@@ -12,7 +12,9 @@ Rules:
   end; a tensor with a complete fixed range is not observed at all;
 - params are encoded from their values, per channel along the placement's axis when it has
   one, with min/max (``tf``) by default — AIMET applies the sim's scheme to params too
-  (``param_scheme=`` does so here), which measured worse on the zoo.
+  (``param_scheme=`` does so here), which measured worse on the zoo;
+- last, weight scales are raised where a layer's int32 bias or requantization would not fit
+  the HTP (:mod:`onnxq.sim.weight_scales`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import numpy as np
 from onnxq.export.encodings_file import EncodingSet
 from onnxq.quantization.ranges import encoding_from_range
 from onnxq.sim.placement import Placement
+from onnxq.sim.weight_scales import adjust_weight_scales
 
 __all__ = ["compute_encodings", "param_values"]
 
@@ -110,6 +113,7 @@ def compute_encodings(
     param_scheme = "tf" if param_scheme is None else param_scheme
     values = param_values(model)
     for q in placement.enabled("param"):
+        bw = q.bitwidth or param_bw
         w = np.asarray(values[q.tensor], np.float64)
         if q.channel_axis is None or w.ndim == 0:
             rows, axis = w.reshape(1, -1), None
@@ -121,16 +125,17 @@ def compute_encodings(
         else:  # the scheme's search on each channel's own histogram, as AIMET does
             est = make_estimator(param_scheme, rows.shape[0])
             est.update(rows)
-            lo, hi = est.compute(param_bw, symmetric=q.symmetric, **grid)
+            lo, hi = est.compute(bw, symmetric=q.symmetric, **grid)
         if axis is None:
             lo, hi = float(lo[0]), float(hi[0])
         out.params[q.tensor] = encoding_from_range(
-            lo, hi, param_bw, symmetric=q.symmetric, axis=axis, name=q.tensor, **grid
+            lo, hi, bw, symmetric=q.symmetric, axis=axis, name=q.tensor, **grid
         )
     # activations are observed with the weights fake-quantized, as the simulated model will
     # run (and as AIMET calibrates)
     quantized = _with_quantized_params(model, out.params, values)
-    acts = placement.enabled("activation")
+    # a tied quantizer (Concat inputs, Relu outputs...) is its root's: only roots are observed
+    acts = [q for q in placement.enabled("activation") if placement.root(q.tensor) is q]
     fixed = {q.tensor for q in acts if q.constraint is not None and q.constraint.max is not None}
     observed = [Observed(q.tensor, scheme) for q in acts if q.tensor not in fixed]
     estimators = (
@@ -141,6 +146,7 @@ def compute_encodings(
     for q in acts:
         c = q.constraint
         symmetric = q.symmetric
+        bw = q.bitwidth or activation_bw
         if c is not None and c.max is not None:
             lo, hi = c.min, c.max
             symmetric = symmetric or c.min == -c.max
@@ -148,13 +154,17 @@ def compute_encodings(
             est = estimators.get(q.tensor)
             if est is None:
                 continue  # never seen (an empty tensor): left float
-            los, his = est.compute(activation_bw, symmetric=symmetric, **grid)
+            los, his = est.compute(bw, symmetric=symmetric, **grid)
             lo, hi = float(los[0]), float(his[0])
             if c is not None:
                 lo = c.min
                 hi = max(hi, lo)
         out.activations[q.tensor] = encoding_from_range(
-            lo, hi, activation_bw, symmetric=symmetric, name=q.tensor, **grid
+            lo, hi, bw, symmetric=symmetric, name=q.tensor, **grid
         )
-
+    for q in placement.enabled("activation"):
+        root = placement.root(q.tensor)
+        if root is not q and root.tensor in out.activations:
+            out.activations[q.tensor] = out.activations[root.tensor]
+    adjust_weight_scales(model, out, values, placement.aimet_compatible)
     return out

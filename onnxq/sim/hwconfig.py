@@ -10,6 +10,13 @@ Qualcomm HTP ``htp_v66`` … ``htp_v85``) and reads AIMET's config files unchang
 be the strings ``"True"``/``"False"`` (AIMET's form) or JSON booleans. Unknown keys and wrong
 types are rejected with an error naming the file and the key path.
 
+onnxq's own settings live in one extra top-level block, ``"onnxq"``, that AIMET's files never
+have: ``depthwise_supergroups`` lets a depthwise Conv start a supergroup (AIMET's matcher
+refuses it; the HTP fuses depthwise Conv + Relu6 — see ``hwconfigs/README.md``),
+``supergroups`` adds patterns AIMET's file lacks, and ``notes`` holds the reasons.
+``load_config(..., aimet_compatible=True)`` ignores the block, so a user who needs AIMET's
+exact placement gets it from onnxq's own files too.
+
 Note: AIMET-ONNX's alias ``default`` means its *per-channel* config; onnxq's ``default`` is
 per-tensor and ``per_channel`` is the per-channel one.
 
@@ -18,6 +25,7 @@ Applying a config to a graph is the quantsim's job (:mod:`onnxq.sim`); this modu
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import os
@@ -137,6 +145,12 @@ class HardwareConfig:
         Graph-rewrite passes (``MatmulAdd``, ``LayerNormalization``, ...).
     model_input_quantized, model_output_quantized
         The ``model_input`` / ``model_output`` sections (None when not set).
+    depthwise_supergroups
+        onnxq extension: a depthwise Conv/ConvTranspose may start a supergroup (AIMET: never).
+    onnxq_supergroups
+        onnxq extension: supergroups matched besides ``supergroups`` (after them).
+    notes
+        onnxq extension: why the config says what it says.
     """
 
     name: str
@@ -148,6 +162,9 @@ class HardwareConfig:
     supergroup_pass_list: tuple[str, ...]
     model_input_quantized: bool | None
     model_output_quantized: bool | None
+    depthwise_supergroups: bool = False
+    onnxq_supergroups: tuple[tuple[str, ...], ...] = ()
+    notes: str | None = None
 
     def op(self, op_type: str) -> OpSetting:
         """The overrides of an op type (an empty :class:`OpSetting` if it has none)."""
@@ -203,6 +220,12 @@ class HardwareConfig:
                 else {"is_output_quantized": _s(self.model_output_quantized)}
             ),
         }
+        if self.depthwise_supergroups or self.notes or self.onnxq_supergroups:
+            out["onnxq"] = {"depthwise_supergroups": _s(self.depthwise_supergroups)}
+            if self.onnxq_supergroups:
+                out["onnxq"]["supergroups"] = [{"op_list": list(g)} for g in self.onnxq_supergroups]
+            if self.notes:
+                out["onnxq"]["notes"] = self.notes
         return out
 
 
@@ -294,6 +317,7 @@ def config_path(name_or_path: str | os.PathLike[str]) -> Path:
 
 def load_config(
     config: str | os.PathLike[str] | Mapping[str, Any] | HardwareConfig | None = "default",
+    aimet_compatible: bool = False,
 ) -> HardwareConfig:
     """Load and validate a quantsim config.
 
@@ -303,6 +327,8 @@ def load_config(
         An alias (``default``, ``per_channel``, ``htp_v66`` … ``htp_v85``), a path to a JSON
         file in AIMET's schema, an already parsed dict, or a :class:`HardwareConfig` (returned
         as is). None means ``default``.
+    aimet_compatible
+        Ignore the ``"onnxq"`` extension block, so placement is exactly AIMET-ONNX's.
 
     Raises
     ------
@@ -310,6 +336,17 @@ def load_config(
         Unknown alias or missing file; invalid JSON; unknown key or wrong type (the message
         names the file and the key path).
     """
+    cfg = _load(config)
+    if aimet_compatible:
+        cfg = dataclasses.replace(
+            cfg, depthwise_supergroups=False, onnxq_supergroups=(), notes=None
+        )
+    return cfg
+
+
+def _load(
+    config: str | os.PathLike[str] | Mapping[str, Any] | HardwareConfig | None,
+) -> HardwareConfig:
     if isinstance(config, HardwareConfig):
         return config
     if config is None:
@@ -414,7 +451,9 @@ _TOP_KEYS = (
     "supergroup_pass_list",
     "model_input",
     "model_output",
+    "onnxq",
 )
+_ONNXQ_KEYS = ("depthwise_supergroups", "supergroups", "notes")
 _DEFAULTS_KEYS = (
     "ops",
     "params",
@@ -446,16 +485,7 @@ def _parse(data: Any, *, source: str, name: str, path: Path | None) -> HardwareC
     params = _parse_param_map(c, top.get("params", {}), "params")
     op_types_raw = c.obj(top.get("op_type", {}), "op_type", None)
     op_types = {str(k): _parse_op(c, v, _join("op_type", k)) for k, v in op_types_raw.items()}
-    supergroups = []
-    for i, sg in enumerate(c.array(top.get("supergroups", []), "supergroups")):
-        sg_path = f"supergroups[{i}]"
-        sg_obj = c.obj(sg, sg_path, ("op_list",))
-        if "op_list" not in sg_obj:
-            raise c.fail(sg_path, "needs an 'op_list'")
-        ops = c.array(sg_obj["op_list"], f"{sg_path}.op_list")
-        if len(ops) < 2:
-            raise c.fail(f"{sg_path}.op_list", "needs at least 2 op types")
-        supergroups.append(tuple(c.string(o, f"{sg_path}.op_list[{j}]") for j, o in enumerate(ops)))
+    supergroups = _parse_supergroups(c, top.get("supergroups", []), "supergroups")
     passes = []
     for i, p in enumerate(c.array(top.get("supergroup_pass_list", []), "supergroup_pass_list")):
         p_path = f"supergroup_pass_list[{i}]"
@@ -465,6 +495,9 @@ def _parse(data: Any, *, source: str, name: str, path: Path | None) -> HardwareC
         passes.append(p)
     mi = c.obj(top.get("model_input", {}), "model_input", ("is_input_quantized",))
     mo = c.obj(top.get("model_output", {}), "model_output", ("is_output_quantized",))
+    ext = c.obj(top.get("onnxq", {}), "onnxq", _ONNXQ_KEYS)
+    extra = _parse_supergroups(c, ext.get("supergroups", []), "onnxq.supergroups")
+    notes = c.string(ext["notes"], "onnxq.notes") if "notes" in ext else None
     return HardwareConfig(
         name=name,
         path=path,
@@ -475,7 +508,24 @@ def _parse(data: Any, *, source: str, name: str, path: Path | None) -> HardwareC
         supergroup_pass_list=tuple(passes),
         model_input_quantized=c.opt_bool(mi, "is_input_quantized", "model_input", only=True),
         model_output_quantized=c.opt_bool(mo, "is_output_quantized", "model_output", only=True),
+        depthwise_supergroups=bool(c.opt_bool(ext, "depthwise_supergroups", "onnxq")),
+        onnxq_supergroups=tuple(extra),
+        notes=notes,
     )
+
+
+def _parse_supergroups(c: _Checker, raw: Any, path: str) -> list[tuple[str, ...]]:
+    supergroups = []
+    for i, sg in enumerate(c.array(raw, path)):
+        sg_path = f"{path}[{i}]"
+        sg_obj = c.obj(sg, sg_path, ("op_list",))
+        if "op_list" not in sg_obj:
+            raise c.fail(sg_path, "needs an 'op_list'")
+        ops = c.array(sg_obj["op_list"], f"{sg_path}.op_list")
+        if len(ops) < 2:
+            raise c.fail(f"{sg_path}.op_list", "needs at least 2 op types")
+        supergroups.append(tuple(c.string(o, f"{sg_path}.op_list[{j}]") for j, o in enumerate(ops)))
+    return supergroups
 
 
 def _parse_defaults(c: _Checker, raw: Any) -> Defaults:

@@ -11,23 +11,33 @@ quantizer. The config is applied in AIMET's order (aimet-facts §2.1):
    its params, and ``encoding_constraints`` (fixed ranges) on its output. *Grid-preserving*
    ops (Reshape, Transpose, MaxPool, …) the config does not name keep their input's grid:
    their outputs are not quantized;
-3. ``supergroups``: in a matched chain (longest patterns first, each op but the last with a
-   single consumer, matches disjoint, a depthwise or 3-D Conv never starting one) only the
-   last op's output is quantized;
+3. ``supergroups`` (then the config's ``onnxq.supergroups``): in a matched chain (longest
+   patterns first, each op but the last with a single consumer, matches disjoint, a 3-D Conv
+   never starting one, nor a depthwise Conv unless ``onnxq.depthwise_supergroups`` allows it)
+   only the last op's output is quantized;
 4. ``model_input`` (graph inputs and non-parameter constants);
 5. per-channel params per op type (``op_type`` value, else the default), bias included.
 
 6. the ``MatmulAdd`` pass (``supergroup_pass_list``): a MatMul with a constant weight whose
    only consumer adds a constant is one linear layer — its MatMul output stays float and
-   the added constant is the layer's bias parameter.
+   the added constant is the layer's bias parameter;
+7. quantizer tying (aimet-facts §2.5): Concat/Scatter inputs read by nothing else share the
+   output's quantizer; AveragePool, Relu, Resize, Upsample and CropAndResize outputs share
+   their input's (found back through Identity/Reshape/...), fixed ranges merged;
+8. the hardware rules of aimet-facts §2.4: an activation feeding a layer's weight slot takes
+   the weight symmetry; a dynamic MatMul's second input is symmetric int8 on V66–V69, and on
+   V73+ a 16-bit second input makes it symmetric and the first input 16-bit; norm params
+   are at least 8-bit (LN/BN: symmetric only at 16 bits, 8-bit on V66–V69; GroupNorm,
+   InstanceNorm, RMSNorm: the output's symmetry and bitwidth); grouped ConvTranspose weights
+   are per-tensor.
 
-On BN-folded efflite0, orient, ppocr_cls and minilm with the default, per_channel, htp_v68
-and htp_v73 configs, the enabled quantizers are exactly AIMET-ONNX 2.42's
-(``tests/sim/test_placement_on_zoo.py``).
+With ``aimet_compatible=True``, on BN-folded efflite0, orient, ppocr_cls and minilm with the
+default, per_channel, htp_v68 and htp_v73 configs, the enabled quantizers are exactly
+AIMET-ONNX 2.42's (``tests/sim/test_placement_on_zoo.py``); onnxq's own HTP files differ by
+the Conv outputs they fuse with their activation (``hwconfigs/README.md``).
 
-Not applied yet (issue 6 continues): quantizer tying (Concat inputs, AveragePool/Resize
-outputs), the ``hw_version`` rules of aimet-facts §2.4, and the LayerNormalization /
-RMSNormalization passes.
+Not applied yet: the LayerNormalization / RMSNormalization / MaskedSoftmax passes of
+``supergroup_pass_list`` (only MatmulAdd).
 """
 
 from __future__ import annotations
@@ -88,6 +98,10 @@ class Quantizer:
         Per-channel axis of a param, None for per-tensor.
     constraint
         A fixed range from the config's ``encoding_constraints``.
+    bitwidth
+        A bitwidth the hardware rules impose (aimet-facts §2.4); None: the sim's default.
+    tied_to
+        The tensor whose quantizer this one shares (aimet-facts §2.5); None: its own.
     """
 
     tensor: str
@@ -98,6 +112,8 @@ class Quantizer:
     op: str | None = None
     channel_axis: int | None = None
     constraint: EncodingConstraint | None = None
+    bitwidth: int | None = None
+    tied_to: str | None = None
 
 
 @dataclass
@@ -108,10 +124,20 @@ class Placement:
     strict_symmetric: bool
     unsigned_symmetric: bool
     supergroups: list[tuple[str, ...]] = field(default_factory=list)
+    aimet_compatible: bool = False
 
     def enabled(self, kind: str | None = None) -> list[Quantizer]:
         """The enabled quantizers, optionally of one kind, in graph order."""
         return [q for q in self.quantizers.values() if q.enabled and kind in (None, q.kind)]
+
+    def root(self, tensor: str) -> Quantizer:
+        """The quantizer that ``tensor``'s quantizer shares (itself when it is not tied)."""
+        q = self.quantizers[tensor]
+        seen = {tensor}
+        while q.tied_to is not None and q.tied_to not in seen:
+            seen.add(q.tied_to)
+            q = self.quantizers[q.tied_to]
+        return q
 
 
 def _elem_types(model: Any) -> dict[str, int]:
@@ -143,7 +169,10 @@ def _elem_types(model: Any) -> dict[str, int]:
     return types
 
 
-def _is_depthwise_or_3d(node: Any, shapes: Mapping[str, tuple[int, ...]]) -> bool:
+def _cannot_start_supergroup(
+    node: Any, shapes: Mapping[str, tuple[int, ...]], depthwise_ok: bool
+) -> bool:
+    """AIMET's reject check: a depthwise (unless the config allows it) or 3-D Conv."""
     if node.op_type not in ("Conv", "ConvTranspose") or len(node.input) < 2:
         return False
     weight = shapes.get(node.input[1])
@@ -151,7 +180,7 @@ def _is_depthwise_or_3d(node: Any, shapes: Mapping[str, tuple[int, ...]]) -> boo
         return False
     group = next((a.i for a in node.attribute if a.name == "group"), 1)
     depthwise = group > 1 and (weight[1] == 1 if node.op_type == "Conv" else weight[0] == group)
-    return depthwise or len(weight) == 5
+    return (depthwise and not depthwise_ok) or len(weight) == 5
 
 
 def _supergroups(
@@ -159,6 +188,7 @@ def _supergroups(
     graph: Any,
     patterns: tuple[tuple[str, ...], ...],
     shapes: Mapping[str, tuple[int, ...]],
+    depthwise_ok: bool = False,
 ) -> list[list[Any]]:
     consumers: dict[str, list[Any]] = {}
     for node in nodes:
@@ -169,7 +199,9 @@ def _supergroups(
     matches = []
     for pattern in sorted(patterns, key=len, reverse=True):  # stable: config order on ties
         for node in nodes:
-            if node.op_type != pattern[0] or id(node) in used or _is_depthwise_or_3d(node, shapes):
+            if node.op_type != pattern[0] or id(node) in used:
+                continue
+            if _cannot_start_supergroup(node, shapes, depthwise_ok):
                 continue
             chain = [node]
             for op_type in pattern[1:]:
@@ -196,7 +228,14 @@ def _param_setting(cfg: HardwareConfig, role: str) -> tuple[bool, bool]:
     return bool(on), bool(sym)
 
 
-def place_quantizers(model: Any, config: Any = "default") -> Placement:
+def place_quantizers(
+    model: Any,
+    config: Any = "default",
+    aimet_compatible: bool = False,
+    *,
+    param_bw: int = 8,
+    activation_bw: int = 8,
+) -> Placement:
     """Place quantizers on ``model`` (a ``ModelProto``, not modified) per ``config``.
 
     Parameters
@@ -205,10 +244,14 @@ def place_quantizers(model: Any, config: Any = "default") -> Placement:
         The float model, prepared (BNs folded where they will be folded on the device).
     config
         A :class:`HardwareConfig`, an alias (``htp_v73``), a path or a dict.
+    aimet_compatible
+        Ignore the config's onnxq extensions (``depthwise_supergroups``): AIMET-ONNX's placement.
+    param_bw, activation_bw
+        The sim's bitwidths, which some hardware rules depend on (aimet-facts §2.4).
     """
     from onnx import numpy_helper  # noqa: PLC0415
 
-    cfg: HardwareConfig = load_config(config)
+    cfg: HardwareConfig = load_config(config, aimet_compatible=aimet_compatible)
     graph = model.graph
     # nodes by name; an unnamed node (raw exports) by its type and position, as prepare names it
     # (one list of the node wrappers: protobuf makes a new wrapper on each access)
@@ -294,7 +337,8 @@ def place_quantizers(model: Any, config: Any = "default") -> Placement:
                 q.symmetric = setting.is_symmetric
 
     # 3. supergroups: only the last op of a matched chain keeps its output quantizer
-    matches = _supergroups(nodes, graph, cfg.supergroups, shapes)
+    patterns = cfg.supergroups + tuple(g for g in cfg.onnxq_supergroups if g not in cfg.supergroups)
+    matches = _supergroups(nodes, graph, patterns, shapes, cfg.depthwise_supergroups)
     for chain in matches:
         for node in chain[:-1]:
             for name in node.output:
@@ -353,9 +397,134 @@ def place_quantizers(model: Any, config: Any = "default") -> Placement:
             if axes is not None:
                 q.channel_axis = axes[0]
 
+    _tie(nodes, quantizers, graph)
+    _hardware_rules(nodes, quantizers, constants, cfg, param_bw, activation_bw)
     return Placement(
         quantizers,
         cfg.defaults.strict_symmetric,
         cfg.defaults.unsigned_symmetric,
         [tuple(label[id(n)] for n in chain) for chain in matches],
+        aimet_compatible,
     )
+
+
+_NORMS = ("BatchNormalization", "LayerNormalization", "GroupNormalization",
+          "InstanceNormalization", "RMSNormalization", "SimplifiedLayerNormalization")  # fmt: skip
+_LAYERS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+def _source(name: str, quantizers: Mapping[str, Quantizer], producers: Mapping[str, Any]) -> Any:
+    """The enabled activation quantizer whose grid ``name`` carries (back through
+    value-preserving ops that have no quantizer of their own; a tied one's root), or None."""
+    seen: set[str] = set()
+    while name not in seen:
+        seen.add(name)
+        q = quantizers.get(name)
+        if q is not None and q.enabled and q.kind == "activation":
+            while q.tied_to is not None and q.tied_to not in seen:
+                seen.add(q.tied_to)
+                q = quantizers[q.tied_to]
+            return q
+        node = producers.get(name)
+        if node is None or node.op_type not in GRID_PRESERVING_OPS or not node.input:
+            return None
+        name = node.input[0]
+    return None
+
+
+def _hardware_rules(
+    nodes: list[Any],
+    quantizers: dict[str, Quantizer],
+    constants: set[str],
+    cfg: HardwareConfig,
+    param_bw: int,
+    activation_bw: int,
+) -> None:
+    """AIMET's rules that depend on ``hw_version`` and the op, not on the JSON (§2.4)."""
+    version = cfg.hw_version_number
+    producers = {o: n for n in nodes for o in n.output}
+    _, weight_sym = _param_setting(cfg, "weight")
+    for node in nodes:
+        # a weight that is an activation takes the config's weight symmetry
+        if node.op_type in _LAYERS and len(node.input) > 1 and node.input[1] not in constants:
+            q1 = _source(node.input[1], quantizers, producers)
+            if q1 is not None:
+                q1.symmetric = weight_sym
+            if node.op_type == "MatMul" and version is not None and q1 is not None:
+                q0 = _source(node.input[0], quantizers, producers)
+                if version <= 69:  # V66-V69: the second input is symmetric int8
+                    q1.symmetric, q1.bitwidth = True, 8
+                elif (q1.bitwidth or activation_bw) == 16:  # V73+: 16-bit B needs 16-bit A
+                    q1.symmetric = True
+                    if q0 is not None:
+                        q0.bitwidth = 16
+        if node.op_type == "ConvTranspose":
+            group = next((a.i for a in node.attribute if a.name == "group"), 1)
+            if group > 1:
+                for name in node.input[1:]:
+                    if name in quantizers:
+                        quantizers[name].channel_axis = None
+        if node.op_type not in _NORMS:
+            continue
+        out = quantizers.get(node.output[0]) if node.output else None
+        for name in node.input[1:]:
+            q = quantizers.get(name)
+            if q is None or q.kind != "param" or not q.enabled:
+                continue
+            bw = max(param_bw, 8)
+            if node.op_type in ("GroupNormalization", "InstanceNormalization", "RMSNormalization",
+                                "SimplifiedLayerNormalization") and out is not None:  # fmt: skip
+                q.symmetric = out.symmetric
+                bw = max(out.bitwidth or activation_bw, 8)
+            elif node.op_type in ("LayerNormalization", "BatchNormalization"):
+                if version is not None and version <= 69:
+                    bw = 8
+                q.symmetric = bw >= 16
+            q.bitwidth = bw if bw != param_bw else None
+
+
+_TIE_INPUTS = ("Concat", "ScatterND", "ScatterElements", "Scatter")
+_TIE_OUTPUT = ("AveragePool", "Relu", "Resize", "Upsample", "CropAndResize")
+
+
+def _merge(a: EncodingConstraint | None, b: EncodingConstraint | None) -> tuple[bool, Any]:
+    if a is None or b is None or a == b:
+        return True, a or b
+    return False, None
+
+
+def _tie(nodes: list[Any], quantizers: dict[str, Quantizer], graph: Any) -> None:
+    """Quantizer tying (aimet-facts §2.5): Concat/Scatter inputs share the output's quantizer
+    (not an input with other readers, nor one whose fixed range conflicts); AveragePool, Relu,
+    Resize, Upsample and CropAndResize outputs share their input's, constraints merged."""
+    readers: dict[str, int] = {}
+    for node in nodes:
+        for name in node.input:
+            readers[name] = readers.get(name, 0) + 1
+    outputs = {o.name for o in graph.output}
+    producers = {o: n for n in nodes for o in n.output}
+    for node in nodes:
+        if not node.output or node.output[0] not in quantizers:
+            continue
+        out = quantizers[node.output[0]]
+        if not out.enabled or out.kind != "activation":
+            continue
+        if node.op_type in _TIE_INPUTS:
+            data = node.input if node.op_type == "Concat" else node.input[::2]
+            for name in data:
+                q = quantizers.get(name)
+                if q is None or not q.enabled or q.kind != "activation" or q is out:
+                    continue
+                if readers.get(name, 0) != 1 or name in outputs:
+                    continue
+                ok, _ = _merge(q.constraint, out.constraint)
+                if ok:
+                    q.tied_to = out.tensor
+        elif node.op_type in _TIE_OUTPUT and node.input:
+            q = _source(node.input[0], quantizers, producers)  # through Identity, Reshape...
+            if q is None or q is out:
+                continue
+            ok, merged = _merge(q.constraint, out.constraint)
+            if ok:
+                q.constraint = merged
+                out.tied_to = q.tensor

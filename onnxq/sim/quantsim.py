@@ -80,6 +80,9 @@ class QuantizationSimModel:
         Hardware config: alias (``htp_v73``), path, or AIMET's own file.
     default_data_type
         ``"int"``; fp16 simulation is not supported yet.
+    aimet_compatible
+        Place quantizers exactly as AIMET-ONNX does, ignoring the config's onnxq extensions
+        (onnxq's HTP configs let a depthwise Conv + Relu6 be one supergroup, as the HTP runs it).
     use_kernels, threads
         Calibration through onnxq's ops (default: when they build) and onnxruntime threads.
     """
@@ -95,6 +98,7 @@ class QuantizationSimModel:
         default_data_type: str = "int",
         *,
         activation_bw: int | None = None,
+        aimet_compatible: bool = False,
         use_kernels: bool | None = None,
         threads: int | None = None,
     ) -> None:
@@ -121,7 +125,13 @@ class QuantizationSimModel:
                 "the device folds them",
                 stacklevel=2,
             )
-        self.placement: Placement = place_quantizers(self.model, config_file)
+        self.placement: Placement = place_quantizers(
+            self.model,
+            config_file,
+            aimet_compatible=aimet_compatible,
+            param_bw=self.param_bw,
+            activation_bw=self.activation_bw,
+        )
         self.encodings: EncodingSet | None = None
         self._frozen: set[str] = set()
         self._session: Any = None

@@ -169,6 +169,17 @@ AIMET_STYLE = {
 }
 
 
+def test_the_onnxq_block_is_read_and_aimet_compatible_drops_it():
+    cfg = load_config("htp_v68")
+    assert cfg.depthwise_supergroups
+    assert cfg.onnxq_supergroups == (("Conv", "Relu"), ("Conv", "Clip"))
+    assert "8.5 dB" in (cfg.notes or "")
+    plain = load_config("htp_v68", aimet_compatible=True)
+    assert not plain.depthwise_supergroups and plain.onnxq_supergroups == ()
+    assert "onnxq" not in plain.to_dict()  # what AIMET itself would load
+    assert cfg.supergroups == plain.supergroups  # AIMET's own list is untouched
+
+
 def test_aimet_style_file_loads_unchanged(tmp_path):
     path = tmp_path / "htp_quantsim_config_custom.json"
     path.write_text(json.dumps(AIMET_STYLE, indent=2))
@@ -260,6 +271,14 @@ _DELETE = object()
             r"op_type.Concat.is_input_quantized: only 'True'",
         ),
         (_with(["defaults", "hw_version"], 73), r"defaults.hw_version: must be a string"),
+        (
+            _with(["onnxq"], {"fuse_all": "True"}),
+            r"onnxq.fuse_all: unknown key; allowed here: depthwise_supergroups",
+        ),
+        (
+            _with(["onnxq"], {"supergroups": [{"op_list": ["Conv"]}]}),
+            r"onnxq.supergroups\[0\].op_list: needs at least 2 op types",
+        ),
         ([1, 2], r"<top level>: must be an object"),
     ],
 )

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from onnxq.sim.hwconfig import load_config
 from onnxq.sim.placement import place_quantizers
 
 
@@ -55,10 +56,18 @@ def test_default_config_quantizes_outputs_weights_and_fuses_conv_clip():
     assert p.quantizers["w"].channel_axis is None  # per-tensor config
 
 
-def test_depthwise_conv_never_starts_a_supergroup():
-    # AIMET's matcher rejects a depthwise first op, so its output stays quantized
+def test_depthwise_conv_starts_a_supergroup_only_where_the_config_says():
+    # onnxq's HTP configs fuse depthwise Conv + Clip, as the HTP backend runs it
     p = place_quantizers(_conv_clip(depthwise=True), "htp_v73")
+    assert "c" not in _on(p, "activation") and p.supergroups == [("Conv_0", "Clip_1")]
+    # AIMET's matcher rejects a depthwise first op, so its output stays quantized
+    p = place_quantizers(_conv_clip(depthwise=True), "htp_v73", aimet_compatible=True)
     assert "c" in _on(p, "activation") and p.supergroups == []
+    p = place_quantizers(_conv_clip(depthwise=True), "per_channel")  # no onnxq block
+    assert "c" in _on(p, "activation") and p.supergroups == []
+    cfg = load_config("htp_v73")
+    assert cfg.depthwise_supergroups and "18.9 dB" in (cfg.notes or "")
+    assert not load_config("htp_v73", aimet_compatible=True).depthwise_supergroups
 
 
 def test_per_channel_axes_follow_the_consuming_op():
@@ -68,11 +77,10 @@ def test_per_channel_axes_follow_the_consuming_op():
     assert p.quantizers["b"].channel_axis == 0 and not p.quantizers["b"].enabled
 
 
-def test_htp_v68_keeps_gemm_per_tensor_and_has_no_conv_clip_supergroup():
+def test_htp_v68_keeps_gemm_per_tensor():
     p = place_quantizers(_conv_clip(), "htp_v68")
     assert p.quantizers["fc"].channel_axis is None
     assert p.quantizers["w"].channel_axis == 0
-    assert "c" in _on(p, "activation")
 
 
 def test_a_branching_output_breaks_the_supergroup():
@@ -133,3 +141,70 @@ def test_matmul_add_is_one_linear_layer_with_a_bias_param():
     # without the pass (htp_v66 has none), the Add's constant is an input activation
     p = place_quantizers(model, "htp_v66")
     assert p.quantizers["b"].kind == "activation" and "m" in _on(p)
+
+
+def test_htp_v68_fuses_conv_and_relu6_unlike_aimets_file():
+    p = place_quantizers(_conv_clip(), "htp_v68")
+    assert "c" not in _on(p, "activation") and p.supergroups == [("Conv_0", "Clip_1")]
+    p = place_quantizers(_conv_clip(), "htp_v68", aimet_compatible=True)
+    assert "c" in _on(p, "activation") and p.supergroups == []
+
+
+def _concat_relu_matmul():
+    """a = x·2, b = x·3, k = Concat(a, b) → Relu → r; q = MatMul(x2, Transpose(r)) (dynamic)."""
+    nodes = [
+        helper.make_node("Mul", ["x", "two"], ["a"]),
+        helper.make_node("Mul", ["x", "three"], ["b"]),
+        helper.make_node("Concat", ["a", "b"], ["k"], axis=1),
+        helper.make_node("Relu", ["k"], ["r"]),
+        helper.make_node("Add", ["a", "one"], ["side"]),  # a second reader of a
+        helper.make_node("Transpose", ["r"], ["rt"], perm=[0, 2, 1]),
+        helper.make_node("MatMul", ["x2", "rt"], ["y"]),
+    ]
+    inits = {"two": 2.0, "three": 3.0, "one": 1.0}
+    return _model(nodes, inits, inputs=("x", "x2"), outputs=("y", "side"), in_shape=(1, 4, 4))
+
+
+def test_concat_inputs_and_relu_outputs_share_one_quantizer():
+    p = place_quantizers(_concat_relu_matmul(), "htp_v73")
+    q = p.quantizers
+    assert q["b"].tied_to == "k"  # Concat input read only by the Concat
+    assert q["a"].tied_to is None  # read by the Add too: keeps its own
+    assert q["r"].tied_to == "k" and p.root("r") is q["k"] and p.root("b") is q["k"]
+    # Relu's fixed minimum (v73: min 0) moves onto the shared quantizer
+    assert q["k"].constraint is not None and q["k"].constraint.min == 0.0
+
+
+def test_tied_tensors_get_one_encoding_from_the_root():
+    from onnxq.sim.encodings import compute_encodings  # noqa: PLC0415
+
+    model = _concat_relu_matmul()
+    rng = np.random.default_rng(0)
+    batches = [
+        {"x": rng.standard_normal((1, 4, 4)).astype(np.float32),
+         "x2": rng.standard_normal((1, 4, 4)).astype(np.float32)}
+    ]  # fmt: skip
+    encs = compute_encodings(model, place_quantizers(model, "htp_v73"), batches, scheme="tf")
+    k = encs.activations["k"]
+    assert encs.activations["r"] is k and encs.activations["b"] is k
+    x = batches[0]["x"]
+    kmax = max(float((2 * x).max()), float((3 * x).max()))
+    # k feeds the MatMul's second input: symmetric (the weight setting), 127 steps up to kmax
+    assert k.symmetric and np.isclose(float(k.scale), kmax / 127, rtol=1e-6)
+
+
+def test_a_dynamic_matmul_follows_the_htp_version_rules():
+    model = _concat_relu_matmul()
+    # V66-V69: the second input (through its Transpose, to the Relu's shared quantizer) is
+    # symmetric int8 whatever the sim's activation bitwidth
+    p = place_quantizers(model, "htp_v68", activation_bw=16)
+    assert p.root("r").symmetric and p.root("r").bitwidth == 8
+    assert p.quantizers["x2"].bitwidth is None
+    # V73+: a 16-bit second input is symmetric and makes the first input 16-bit
+    p = place_quantizers(model, "htp_v73", activation_bw=16)
+    assert p.root("r").symmetric and p.root("r").bitwidth is None
+    assert p.quantizers["x2"].bitwidth == 16
+    p = place_quantizers(model, "htp_v73", activation_bw=8)
+    assert p.quantizers["x2"].bitwidth is None
+    # a weight that is an activation takes the config's weight symmetry (symmetric in all)
+    assert p.root("r").symmetric

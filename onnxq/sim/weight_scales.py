@@ -1,0 +1,113 @@
+"""Raise weight scales so a layer's integer arithmetic fits the HTP's registers.
+
+The HTP computes a quantized Conv/Gemm/MatMul as an int32 accumulator plus an int32 bias at
+scale ``s_in·s_w``, then requantizes by ``s_in·s_w/s_out``. A weight channel that is almost
+dead (a BN-folded channel with γ ≈ 0 gets ``s_w`` ≈ 1e-7) makes the bias overflow int32:
+measured on efflite0's stem, channel 11 needs ``bias/(s_in·s_w)`` ≈ −6.3e9, and onnxruntime-qnn's
+HTP backend clamps it, 85 output steps off on every pixel of that channel.
+
+Rules, for every Conv, ConvTranspose, Gemm and MatMul whose weight has an integer per-tensor
+or per-channel encoding and whose data input is encoded (directly, through value-preserving
+ops, or inside a supergroup); each weight scale is raised, never lowered, until
+
+1. ``|b| / (s_in·s_w) ≤ 2**31 − 2**15`` — the int32 bias fits with headroom;
+2. ``s_in·s_w / s_out > 2**−23.5`` — the requantization multiplier is representable;
+3. ``|b + o_out·s_out| / (s_in·s_w) ≤ 2**31 − 2**15`` — the bias with the output's offset
+   (AIMET's ``o ≤ 0``, so ``o·s`` is the grid's minimum) folded in fits.
+
+``b`` is the layer's bias (the Conv/Gemm input, or the constant a MatMul's single Add
+consumer adds); ``s_out``/``o_out`` the encoding of the layer's output. AIMET-ONNX 2.42 runs
+the same checks after every calibration (aimet-facts §5; the constants and the sign of the
+offset term were matched against its encodings on efflite0). A layer fused with its Relu/Clip
+(a supergroup) has no output encoding of its own; AIMET then skips rules 2 and 3, while onnxq
+applies them with the encoding of the fused output, which is what the HTP requantizes to —
+unless ``aimet_compatible``. Per-block and LPBQ weights are skipped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from onnxq.export.encodings_file import EncodingSet
+from onnxq.export.qdq import carried_encodings, clamp_input_encodings
+
+__all__ = ["adjust_weight_scales"]
+
+_LAYERS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+_BIAS_LIMIT = 2.0**31 - 2.0**15
+_MIN_REQUANT = 2.0**-23.5
+
+
+def adjust_weight_scales(
+    model: Any,
+    encodings: EncodingSet,
+    values: Mapping[str, np.ndarray],
+    aimet_compatible: bool = False,
+) -> list[str]:
+    """Raise weight scales of ``encodings`` in place; returns the names of adjusted weights.
+
+    Parameters
+    ----------
+    model
+        The float ``ModelProto`` the encodings belong to.
+    encodings
+        Activation and param encodings; ``encodings.params`` is updated.
+    values
+        Float constants of the model by name (biases).
+    aimet_compatible
+        Skip rules 2 and 3 for layers fused with their activation, as AIMET-ONNX does.
+    """
+    acts = {n: e for n, e in encodings.activations.items() if e.dtype == "int"}
+    acts.update(carried_encodings(model, encodings))
+    outputs = dict(acts)
+    acts.update(clamp_input_encodings(model, acts))
+    if not aimet_compatible:
+        outputs = acts
+    readers: dict[str, list[Any]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    adjusted = []
+    for node in model.graph.node:
+        if node.op_type not in _LAYERS or len(node.input) < 2:
+            continue
+        w_enc = encodings.params.get(node.input[1])
+        in_enc = acts.get(node.input[0])
+        if w_enc is None or in_enc is None or w_enc.dtype != "int":
+            continue
+        if w_enc.enc_type not in ("PER_TENSOR", "PER_CHANNEL"):
+            continue
+        out_name, bias = node.output[0], None
+        if len(node.input) > 2 and node.input[2]:
+            bias = values.get(node.input[2])
+        elif node.op_type == "MatMul":
+            after = readers.get(out_name, [])
+            if len(after) == 1 and after[0].op_type == "Add":
+                other = [i for i in after[0].input if i != out_name]
+                if len(other) == 1 and other[0] in values:
+                    bias, out_name = values[other[0]], after[0].output[0]
+        out_enc = outputs.get(out_name)
+        s_in = float(np.max(in_enc.scale))
+        s_w = np.asarray(w_enc.scale, np.float64)
+        need = np.zeros_like(s_w)
+        if bias is not None:
+            b = np.abs(np.asarray(bias, np.float64)).reshape(-1)
+            b = b if s_w.ndim and b.size == s_w.size else np.max(b, initial=0.0)
+            need = np.maximum(need, b / (s_in * _BIAS_LIMIT))
+        if out_enc is not None:
+            s_out = float(np.max(out_enc.scale))
+            need = np.maximum(need, np.nextafter(_MIN_REQUANT * s_out / s_in, np.inf))
+            if bias is not None:
+                grid_min = float(np.min(out_enc.offset)) * s_out
+                bz = np.abs(np.asarray(bias, np.float64).reshape(-1) + grid_min)
+                bz = bz if s_w.ndim and bz.size == s_w.size else np.max(bz)
+                need = np.maximum(need, bz / (s_in * _BIAS_LIMIT))
+        if np.all(s_w >= need):
+            continue
+        encodings.params[node.input[1]] = dataclasses.replace(w_enc, scale=np.maximum(s_w, need))
+        adjusted.append(node.input[1])
+    return adjusted
