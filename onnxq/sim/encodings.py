@@ -13,6 +13,9 @@ Rules:
 - params are encoded from their values, per channel along the placement's axis when it has
   one, with min/max (``tf``) by default — AIMET applies the sim's scheme to params too
   (``param_scheme=`` does so here), which measured worse on the zoo;
+- an estimator's range never reaches beyond the observed minimum and maximum (gated to
+  include 0), unless ``aimet_compatible``: AIMET's histogram search can return a bin edge
+  below a ReLU's 0;
 - last, weight scales are raised where a layer's int32 bias or requantization would not fit
   the HTP (:mod:`onnxq.sim.weight_scales`).
 """
@@ -156,6 +159,12 @@ def compute_encodings(
                 continue  # never seen (an empty tensor): left float
             los, his = est.compute(bw, symmetric=symmetric, **grid)
             lo, hi = float(los[0]), float(his[0])
+            if not placement.aimet_compatible:
+                # a histogram search may reach a bin edge beyond what was seen: a ReLU6 output
+                # got [-0.0117, 5.99] at 16 bits, so its Clip was no longer a no-op, and the
+                # HTP (which drops the Clip it fuses) missed the simulation by 128 steps
+                lo = max(lo, min(float(est.min[0]), 0.0))
+                hi = min(hi, max(float(est.max[0]), 0.0))
             if c is not None:
                 lo = c.min
                 hi = max(hi, lo)

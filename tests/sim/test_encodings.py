@@ -40,3 +40,20 @@ def _with_weight(model, wq):
     out.graph.initializer[0].CopyFrom(numpy_helper.from_array(wq.astype(np.float32), "w"))
     out.graph.output.append(helper.make_tensor_value_info("c", TensorProto.FLOAT, None))
     return out
+
+
+def test_a_searched_range_stays_inside_what_was_seen_unless_aimet_compatible():
+    # Conv → Clip(0, 6): tf_enhanced's histogram search at 16 bits reaches the lower edge of
+    # the bin holding 0, below anything a ReLU6 can output
+    from tests.export.test_qdq import _conv_relu6_flatten  # noqa: PLC0415
+
+    model, _ = _conv_relu6_flatten()
+    rng = np.random.default_rng(7)
+    batches = [{"x": (3 * rng.standard_normal((4, 3, 6, 6))).astype(np.float32)}]
+    found = {}
+    for compat in (False, True):
+        placement = place_quantizers(model, "htp_v73", aimet_compatible=compat)
+        encs = compute_encodings(model, placement, batches, activation_bw=16)
+        found[compat] = encs.activations["r"]
+    assert float(found[True].min) < 0.0  # AIMET's rule, kept in compatible mode
+    assert float(found[False].min) == 0.0 and int(found[False].offset) == 0
