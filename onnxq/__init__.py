@@ -12,7 +12,8 @@ Public API
 - Hardware configs: :class:`HardwareConfig`, :func:`load_config`, :func:`available_configs`.
 - Graph passes: :func:`prepare_model`, :func:`fold_all_batch_norms`, :func:`equalize_model`;
   models: :func:`load_model`, :func:`save_model`.
-- Simulation: :class:`QuantizationSimModel` (AIMET's API).
+- Simulation: :class:`QuantizationSimModel` (AIMET's API),
+  :func:`set_blockwise_quantization_for_weights`.
 - Quantizer placement: :func:`place_quantizers` (which tensors a hardware config quantizes).
 - Calibration: :func:`collect_statistics` with :class:`Observed` tensors; range estimators
   (quant schemes) from :func:`make_estimator`.
@@ -43,6 +44,7 @@ _LAZY = {
     "Observed": "onnxq.calibrate.statistics",
     "place_quantizers": "onnxq.sim.placement",
     "QuantizationSimModel": "onnxq.sim.quantsim",
+    "set_blockwise_quantization_for_weights": "onnxq.sim.blockwise",
     "collect_statistics": "onnxq.calibrate.statistics",
     "make_estimator": "onnxq.quantization.estimators",
     "OnnxqError": "onnxq.errors",
@@ -77,6 +79,7 @@ __all__ = [
     "prepare_model",
     "save_encodings",
     "save_model",
+    "set_blockwise_quantization_for_weights",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
@@ -96,6 +99,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from onnxq.quantization.encoding import Encoding
     from onnxq.quantization.estimators import make_estimator
     from onnxq.quantization.ranges import encoding_from_range
+    from onnxq.sim.blockwise import set_blockwise_quantization_for_weights
     from onnxq.sim.hwconfig import HardwareConfig, available_configs, load_config
     from onnxq.sim.placement import place_quantizers
     from onnxq.sim.quantsim import QuantizationSimModel

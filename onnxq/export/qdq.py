@@ -19,6 +19,8 @@ Rules:
   a Conv+Relu6 supergroup) gets ``Q → DQ`` with that output's encoding. Clamping and rounding
   to the same grid commute, so ``Q(clip(Q(x))) == Q(clip(x))``: the arithmetic is unchanged,
   and the backend sees the DQ → Conv → Q → DQ → Clip → Q units it fuses into one kernel;
+- a float16 encoding (fp16 simulation) is a ``Cast → Cast`` round trip through float16; an
+  fp16 param is stored as float16 and cast back;
 - the default-domain opset is raised only as needed — 13 for per-channel, 21 for 4- or
   16-bit types and blocks — with onnx's version converter;
 - the input model is not modified.
@@ -45,6 +47,10 @@ _VALUE_PRESERVING: dict[str, tuple[int, ...] | None] = {
     "ReduceMin": (0,), "DepthToSpace": (0,), "SpaceToDepth": (0,), "Dropout": (0,),
     "Identity": (0,), "Compress": (0,), "Flatten": (0,),
 }  # fmt: skip
+
+
+_FLOAT_ONNX = {"float16": 10, "bfloat16": 16}
+_FLOAT_NUMPY: dict[str | None, Any] = {"float16": np.float16}
 
 
 def carried_encodings(model: Any, encodings: EncodingSet) -> dict[str, Encoding]:
@@ -147,7 +153,21 @@ def to_qdq(model: Any, encodings: EncodingSet) -> Any:
     rename: dict[str, str] = {}  # graph-input activations: readers move to the DQ output
 
     for name, enc in encodings.params.items():
-        if enc.dtype != "int" or name not in inits:
+        if name not in inits:
+            continue
+        if enc.dtype == "float":  # fp16 weights: stored as float16, cast back to float32
+            if enc.float_format not in _FLOAT_NUMPY:
+                raise ModelError(f"param {name!r}: no Q/DQ form for a {enc.float_format} weight")
+            half = numpy_helper.to_array(inits[name]).astype(_FLOAT_NUMPY[enc.float_format])
+            graph.initializer.remove(inits[name])
+            graph.initializer.append(numpy_helper.from_array(half, f"{name}_{enc.float_format}"))
+            new_nodes.append(
+                helper.make_node(
+                    "Cast", [f"{name}_{enc.float_format}"], [name], name=f"{name}_cast", to=1
+                )
+            )
+            continue
+        if enc.dtype != "int":
             continue
         scale, zp, attrs = _qparams(enc, name, signed=None)
         w = numpy_helper.to_array(inits[name]).astype(np.float64)
@@ -161,6 +181,17 @@ def to_qdq(model: Any, encodings: EncodingSet) -> Any:
         zp_arr = np.asarray(enc.zero_point(), np.int64)
         if axis is not None and zp_arr.ndim == 1:
             zp_arr = zp_arr.reshape(shape)
+        if enc.enc_type == "PER_BLOCK":
+            # ONNX's blocked DQ wants the weight's shape with the blocked axis counted in
+            # blocks; the encoding's grid has 1 on the axes that are neither channel nor block
+            grid = list(w.shape)
+            grid[int(axis)] = s.shape[int(axis)]
+            s, zp_arr = np.broadcast_to(s, grid), np.broadcast_to(zp_arr, grid)
+            scale = numpy_helper.from_array(s.astype(np.float32), scale.name)
+            zp = helper.make_tensor(zp.name, zp.data_type, grid, zp_arr.ravel().tolist())
+            size = int(np.max(enc.block_size))
+            s = np.repeat(s, size, axis=int(axis))
+            zp_arr = np.repeat(zp_arr, size, axis=int(axis))
         q = np.rint(fq / s).astype(np.int64) + zp_arr
         ints = helper.make_tensor(f"{name}_int", zp.data_type, list(w.shape), q.ravel().tolist())
         graph.initializer.remove(inits[name])
@@ -176,14 +207,19 @@ def to_qdq(model: Any, encodings: EncodingSet) -> Any:
         )
 
     producers = {o: n for n in graph.node for o in n.output}
-    activations = {n: e for n, e in encodings.activations.items() if e.dtype == "int"}
+    activations = {
+        n: e
+        for n, e in encodings.activations.items()
+        if e.dtype == "int" or e.float_format in _FLOAT_ONNX
+    }
     activations.update(carried_encodings(out, encodings))
     activations.update(clamp_input_encodings(out, activations))
     for name, enc in activations.items():
-        if enc.dtype != "int" or (name not in producers and name not in inputs):
+        if name not in producers and name not in inputs:
             continue
-        scale, zp, attrs = _qparams(enc, name, signed=None)
-        graph.initializer.extend([scale, zp])
+        if enc.dtype == "int":
+            scale, zp, attrs = _qparams(enc, name, signed=None)
+            graph.initializer.extend([scale, zp])
         if name in producers:
             node = producers[name]
             source = f"{name}_float"
@@ -192,16 +228,24 @@ def to_qdq(model: Any, encodings: EncodingSet) -> Any:
         else:
             source, target = name, f"{name}_qdq"
             rename[name] = target
-        pair = [
-            helper.make_node(
-                "QuantizeLinear", [source, scale.name, zp.name], [f"{name}_q"],
-                name=f"{name}_quantize", **attrs,
-            ),
-            helper.make_node(
-                "DequantizeLinear", [f"{name}_q", scale.name, zp.name], [target],
-                name=f"{name}_dequantize", **attrs,
-            ),
-        ]  # fmt: skip
+        if enc.dtype == "float":  # a round trip through float16 (or bfloat16)
+            pair = [
+                helper.make_node("Cast", [source], [f"{name}_{enc.float_format}"],
+                                 name=f"{name}_cast_down", to=_FLOAT_ONNX[enc.float_format]),
+                helper.make_node("Cast", [f"{name}_{enc.float_format}"], [target],
+                                 name=f"{name}_cast_up", to=1),
+            ]  # fmt: skip
+        else:
+            pair = [
+                helper.make_node(
+                    "QuantizeLinear", [source, scale.name, zp.name], [f"{name}_q"],
+                    name=f"{name}_quantize", **attrs,
+                ),
+                helper.make_node(
+                    "DequantizeLinear", [f"{name}_q", scale.name, zp.name], [target],
+                    name=f"{name}_dequantize", **attrs,
+                ),
+            ]  # fmt: skip
         if name in producers:
             after[source] = pair
         else:

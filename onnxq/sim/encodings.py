@@ -71,6 +71,37 @@ def _with_quantized_params(
     return out
 
 
+def _per_block(q: Any, w: np.ndarray, bitwidth: int, scheme: str, **grid: bool) -> Any:
+    """A per-block encoding of weight ``w``: min/max of each block of each channel."""
+    from onnxq.errors import InvalidInputError  # noqa: PLC0415
+
+    size, axis = int(q.block_size), int(q.block_axis)
+    dim = w.shape[axis]
+    if dim % size:
+        raise InvalidInputError(
+            f"weight {q.tensor!r}: axis {axis} has {dim} features, not a multiple of the block "
+            f"size {size}; choose a block size that divides it"
+        )
+    if scheme != "tf":
+        raise InvalidInputError(
+            f"weight {q.tensor!r}: per-block weights are calibrated with min/max ('tf'), "
+            f"not {scheme!r}"
+        )
+    # the block grid: channels along channel_axis, blocks along block_axis, 1 elsewhere
+    moved = np.moveaxis(w, (q.channel_axis, axis), (0, 1))
+    blocks = moved.reshape(moved.shape[0], dim // size, -1)
+    lo, hi = blocks.min(axis=2), blocks.max(axis=2)  # (C, nb)
+    shape = [1] * w.ndim
+    shape[q.channel_axis], shape[axis] = lo.shape[0], lo.shape[1]
+    order = sorted([(q.channel_axis, 0), (axis, 1)])
+    lo = lo if order[0][1] == 0 else lo.T
+    hi = hi if order[0][1] == 0 else hi.T
+    return encoding_from_range(
+        lo.reshape(shape), hi.reshape(shape), bitwidth, symmetric=q.symmetric,
+        axis=axis, block_size=size, name=q.tensor, **grid,
+    )  # fmt: skip
+
+
 def compute_encodings(
     model: Any,
     placement: Placement,
@@ -82,6 +113,7 @@ def compute_encodings(
     activation_bw: int = 8,
     use_kernels: bool | None = None,
     threads: int | None = None,
+    data_type: str = "int",
 ) -> EncodingSet:
     """Encodings of every enabled quantizer of ``placement`` on ``model``.
 
@@ -101,9 +133,20 @@ def compute_encodings(
         Integer bitwidths.
     use_kernels, threads
         As for :func:`~onnxq.calibrate.statistics.collect_statistics`.
+    data_type
+        ``"int"``, or ``"float"``: every enabled quantizer is a float16 round trip (fp16
+        simulation), which needs no calibration.
     """
     from onnxq.calibrate.statistics import Observed, collect_statistics  # noqa: PLC0415
 
+    if data_type == "float":
+        from onnxq.quantization.encoding import Encoding  # noqa: PLC0415
+
+        fp16 = Encoding(16, None, None, dtype="float", float_format="float16")
+        out = EncodingSet()
+        for q in placement.enabled():
+            (out.params if q.kind == "param" else out.activations)[q.tensor] = fp16
+        return out
     grid = {
         "strict_symmetric": placement.strict_symmetric,
         "unsigned_symmetric": placement.unsigned_symmetric,
@@ -118,6 +161,9 @@ def compute_encodings(
     for q in placement.enabled("param"):
         bw = q.bitwidth or param_bw
         w = np.asarray(values[q.tensor], np.float64)
+        if q.block_size is not None and q.channel_axis is not None and q.block_axis is not None:
+            out.params[q.tensor] = _per_block(q, w, bw, param_scheme, **grid)
+            continue
         if q.channel_axis is None or w.ndim == 0:
             rows, axis = w.reshape(1, -1), None
         else:

@@ -102,6 +102,9 @@ class Quantizer:
         A bitwidth the hardware rules impose (aimet-facts §2.4); None: the sim's default.
     tied_to
         The tensor whose quantizer this one shares (aimet-facts §2.5); None: its own.
+    block_size, block_axis
+        Per-block weights: blocks of ``block_size`` along ``block_axis`` (the input-feature
+        axis), one scale per block and channel; None: per-channel or per-tensor.
     """
 
     tensor: str
@@ -114,6 +117,8 @@ class Quantizer:
     constraint: EncodingConstraint | None = None
     bitwidth: int | None = None
     tied_to: str | None = None
+    block_size: int | None = None
+    block_axis: int | None = None
 
 
 @dataclass

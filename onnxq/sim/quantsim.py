@@ -10,11 +10,10 @@ The common path::
 State is plain data: ``sim.placement`` (which tensors are quantized and how) and
 ``sim.encodings`` (an :class:`~onnxq.export.encodings_file.EncodingSet`).
 
-What this first version does not do yet (issue 6 continues): fp16 simulation
-(``default_data_type="float"``), quantizer tying and the ``hw_version`` rules, per-tensor
-bitwidth overrides, and a simulation session as fast as float inference — ``session`` runs
-the Q/DQ model with onnxruntime's graph optimizations off, so that it computes exactly what
-the encodings say.
+``session`` runs the Q/DQ model with onnxruntime's graph optimizations off, so that it
+computes exactly what the encodings say (and what the exported ``_qdq.onnx`` gives in stock
+onnxruntime); that costs about 4× float time on CNNs, whose fast float path is onnxruntime's
+blocked layout (``benchmarks/results/sim_speed.md``).
 """
 
 from __future__ import annotations
@@ -79,7 +78,8 @@ class QuantizationSimModel:
     config_file
         Hardware config: alias (``htp_v73``), path, or AIMET's own file.
     default_data_type
-        ``"int"``; fp16 simulation is not supported yet.
+        ``"int"``, or ``"float"`` to simulate fp16 (every quantizer a float16 round trip;
+        bitwidths are then 16).
     aimet_compatible
         Place quantizers exactly as AIMET-ONNX does, ignoring the config's onnxq extensions
         (onnxq's HTP configs let a depthwise Conv + Relu6 be one supergroup, as the HTP runs it).
@@ -105,10 +105,14 @@ class QuantizationSimModel:
         from onnxq.quantization.estimators import make_estimator  # noqa: PLC0415
 
         del dummy_input  # shapes come from the graph
-        if default_data_type != "int":
+        if default_data_type not in ("int", "float"):
             raise InvalidInputError(
-                f"default_data_type={default_data_type!r}: only 'int' is supported so far"
+                f"default_data_type={default_data_type!r}: use 'int', or 'float' for fp16"
             )
+        self.data_type = default_data_type
+        if default_data_type == "float":  # fp16 simulation: AIMET's float is 16-bit
+            default_param_bw = default_output_bw = 16
+            activation_bw = None
         make_estimator(quant_scheme)  # an unknown scheme fails here, not after calibration
         self.model = load_model(model)
         self.quant_scheme = quant_scheme
@@ -164,6 +168,7 @@ class QuantizationSimModel:
             activation_bw=self.activation_bw,
             use_kernels=self.use_kernels,
             threads=self.threads,
+            data_type=self.data_type,
         )
         if self.encodings is not None:  # frozen encodings stay as loaded
             for name in self._frozen:

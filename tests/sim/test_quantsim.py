@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -155,3 +157,66 @@ def test_a_negative_dim_value_is_a_free_dimension():
     sim = onnxq.QuantizationSimModel(model, quant_scheme="tf")
     sim.compute_encodings([{"x": np.ones((2, 3, 5, 5), np.float32)}])
     assert "x" in sim.encodings.activations
+
+
+def test_fp16_simulation_rounds_every_tensor_through_float16(tmp_path):
+    model = _model()
+    sim = onnxq.QuantizationSimModel(model, default_data_type="float", config_file="htp_v73")
+    assert sim.param_bw == sim.activation_bw == 16
+    x = np.random.default_rng(3).standard_normal((2, 3, 5, 5)).astype(np.float32)
+    sim.compute_encodings([{"x": x}])
+    assert {e.float_format for _, e in sim.encodings.items()} == {"float16"}
+    qdq = sim.qdq_model()
+    assert {n.op_type for n in qdq.graph.node} >= {"Cast"}
+    assert not any(n.op_type == "QuantizeLinear" for n in qdq.graph.node)
+    got = sim.session.run(None, {"x": x})[0]
+    # reference: the float model on float16-rounded input and weights, output rounded too
+    ref_model = onnx.ModelProto()
+    ref_model.CopyFrom(model)
+    for t in ref_model.graph.initializer:
+        if t.name in sim.encodings.params:
+            arr = numpy_helper.to_array(t).astype(np.float16).astype(np.float32)
+            t.CopyFrom(numpy_helper.from_array(arr, t.name))
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    ref = ort.InferenceSession(ref_model.SerializeToString(), so)
+    names = [o.name for o in model.graph.output]
+    assert names == [o.name for o in sim.session.get_outputs()]
+    assert np.all(np.isfinite(got)) and got.dtype == np.float32
+    assert np.array_equal(got, got.astype(np.float16).astype(np.float32))  # on the fp16 grid
+    # rounding each intermediate to fp16 moves the result by a few fp16 steps at most
+    out = ref.run(None, {"x": x.astype(np.float16).astype(np.float32)})[0]
+    np.testing.assert_allclose(got, out, rtol=4e-3, atol=4e-3)
+    sim.export(tmp_path, "m", encoding_version="1.0.0")
+    assert onnxq.load_encodings(tmp_path / "m.encodings").params  # fp16 entries written
+
+
+def test_per_block_int4_weights_export_as_blocked_dequantize(tmp_path):
+    from tests.export.test_qdq import _conv_relu6_flatten  # noqa: PLC0415
+
+    model, _ = _conv_relu6_flatten()
+    fc = numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == "fc"))
+    sim = onnxq.QuantizationSimModel(model, quant_scheme="tf", config_file="htp_v73")
+    assert onnxq.set_blockwise_quantization_for_weights(sim, ["Gemm"], 4, True, 4) == ["fc"]
+    with pytest.raises(InvalidInputError, match="not a multiple of block_size 5"):
+        onnxq.set_blockwise_quantization_for_weights(sim, "Gemm", 4, True, 5)
+    x = np.random.default_rng(4).standard_normal((2, 3, 6, 6)).astype(np.float32)
+    sim.compute_encodings([{"x": x}])
+    enc = sim.encodings.params["fc"]
+    assert enc.enc_type == "PER_BLOCK" and enc.bitwidth == 4 and np.shape(enc.scale) == (5, 4)
+    # each block's own range on the symmetric 4-bit grid [-8, 7]: max(-min / 8, max / 7)
+    blocks = fc.reshape(5, 4, 4).astype(np.float64)
+    expected = np.maximum(-blocks.min(axis=2) / 8, blocks.max(axis=2) / 7)
+    np.testing.assert_allclose(np.asarray(enc.scale), expected, rtol=1e-12)
+    qdq = sim.qdq_model()
+    assert next(o.version for o in qdq.opset_import if o.domain == "") >= 21
+    init = {t.name: numpy_helper.to_array(t) for t in qdq.graph.initializer}
+    assert init["fc_int"].dtype == np.int8 or str(init["fc_int"].dtype) == "int4"
+    ints = init["fc_int"].astype(np.int64)
+    assert ints.min() >= -8 and ints.max() <= 7
+    deq = ints * np.repeat(init["fc_scale"].astype(np.float64), 4, axis=1)
+    np.testing.assert_allclose(deq, enc.quantize_dequantize(fc.astype(np.float64)), atol=1e-6)
+    assert sim.session.run(None, {"x": x})[0].shape == (2, 5)
+    sim.export(tmp_path, "m", encoding_version="1.0.0")
+    back = onnxq.load_encodings(tmp_path / "m.encodings").resolve_layouts(model)
+    assert back.params["fc"].enc_type == "PER_BLOCK"
