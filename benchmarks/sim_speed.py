@@ -1,0 +1,186 @@
+"""Simulation speed and the Q/DQ model under onnxruntime's optimizations, on every zoo model.
+
+For each BN-folded zoo model with htp_v73 at w8a8 (``tf_enhanced``, 8 calibration batches),
+timed side by side in one process, alternating, medians of 5 rounds over the evaluation set
+(batch 8, 2 threads):
+
+- ``float``: the float model at onnxruntime's default optimizations (the reference time);
+- ``sim``: ``sim.session`` — the Q/DQ model with graph optimizations off, exactly what the
+  encodings say (the exported ``_qdq.onnx`` in stock onnxruntime gives the same numbers);
+- ``sim_layout``: the same Q/DQ model with every optimization but the Q/DQ fusions
+  (``session.disable_quant_qdq``): float kernels in onnxruntime's blocked layout;
+- ``qdq_default``: the exported Q/DQ model at onnxruntime's default optimizations, which fuse
+  Q/DQ into integer kernels (what onnxruntime users deploy).
+
+Recorded: time ÷ float time, and each variant's largest and mean difference from ``sim`` in
+steps of each output's encoding. Also ``compute_encodings`` on efflite0 with 64 samples against
+one float pass over them.
+
+Run: ``python -m benchmarks.sim_speed``; writes ``results/sim_speed.json`` and ``.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+OUT = Path(__file__).parent / "results" / "sim_speed"
+MODELS = ("efflite0", "orient", "ppocr_cls", "minilm", "vad")
+ROUNDS, BATCH, THREADS = 5, 8, 2
+
+
+def _options(level: Any, **config: str) -> Any:
+    import onnxruntime as ort  # noqa: PLC0415
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = level
+    so.intra_op_num_threads = THREADS
+    for k, v in config.items():
+        so.add_session_config_entry(k, v)
+    return so
+
+
+def _folded(name: str) -> tuple[Any, Any]:
+    import onnx  # noqa: PLC0415
+
+    import onnxq  # noqa: PLC0415
+    from benchmarks import zoo  # noqa: PLC0415
+
+    zm = zoo.load(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return onnxq.fold_all_batch_norms(onnx.load(str(zm.model_path))).model, zm
+
+
+def measure(name: str) -> dict[str, Any]:
+    """Times and differences for one model."""
+    import onnxruntime as ort  # noqa: PLC0415
+
+    import onnxq  # noqa: PLC0415
+
+    model, zm = _folded(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sim = onnxq.QuantizationSimModel(model, quant_scheme="tf_enhanced", config_file="htp_v73")
+    sim.compute_encodings(list(zm.feeds("calib", BATCH))[:8])
+    qdq = sim.qdq_model().SerializeToString()
+    levels = ort.GraphOptimizationLevel
+    sessions = {
+        "float": ort.InferenceSession(model.SerializeToString(), _options(levels.ORT_ENABLE_ALL)),
+        "sim": ort.InferenceSession(qdq, _options(levels.ORT_DISABLE_ALL)),
+        "sim_layout": ort.InferenceSession(
+            qdq, _options(levels.ORT_ENABLE_ALL, **{"session.disable_quant_qdq": "1"})
+        ),
+        "qdq_default": ort.InferenceSession(qdq, _options(levels.ORT_ENABLE_ALL)),
+    }
+    feeds = list(zm.feeds("eval", BATCH))
+    names = [o.name for o in sessions["sim"].get_outputs()]
+    outs = {k: [s.run(names, f) for f in feeds] for k, s in sessions.items()}  # also warms up
+    times: dict[str, list[float]] = {k: [] for k in sessions}
+    for _ in range(ROUNDS):
+        for k, s in sessions.items():
+            start = time.perf_counter()
+            for f in feeds:
+                s.run(names, f)
+            times[k].append(time.perf_counter() - start)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    row: dict[str, Any] = {"model": name, "ratio": {k: med[k] / med["float"] for k in med}}
+    for k in ("sim_layout", "qdq_default"):
+        worst, means = 0.0, []
+        for i, n in enumerate(names):
+            enc = sim.encodings.activations.get(n)
+            if enc is None:
+                continue
+            step = float(np.max(enc.scale))
+            d = np.concatenate(
+                [np.abs(a[i] - b[i]).ravel() for a, b in zip(outs[k], outs["sim"], strict=True)]
+            )
+            worst = max(worst, float(d.max()) / step)
+            means.append(float(d.mean()) / step)
+        row[f"{k}_steps_max"] = worst
+        row[f"{k}_steps_mean"] = float(np.mean(means)) if means else 0.0
+    return row
+
+
+def calibration_cost() -> dict[str, float]:
+    """``compute_encodings`` of a fresh sim on efflite0, 64 samples, against one float pass."""
+    import onnxruntime as ort  # noqa: PLC0415
+
+    import onnxq  # noqa: PLC0415
+
+    model, zm = _folded("efflite0")
+    feeds = list(zm.feeds("calib", BATCH))[:8]
+    float_sess = ort.InferenceSession(
+        model.SerializeToString(), _options(ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+    )
+    result: dict[str, list[float]] = {"float": [], "tf": [], "tf_enhanced": []}
+    for _ in range(3):
+        start = time.perf_counter()
+        for f in feeds:
+            float_sess.run(None, f)
+        result["float"].append(time.perf_counter() - start)
+        for scheme in ("tf", "tf_enhanced"):
+            sim = onnxq.QuantizationSimModel(
+                model, quant_scheme=scheme, config_file="htp_v73", threads=THREADS
+            )
+            start = time.perf_counter()
+            sim.compute_encodings(feeds)
+            result[scheme].append(time.perf_counter() - start)
+    med = {k: statistics.median(v) for k, v in result.items()}
+    return {
+        "float_s": med["float"],
+        "tf_ratio": med["tf"] / med["float"],
+        "tf_enhanced_ratio": med["tf_enhanced"] / med["float"],
+    }
+
+
+def main() -> None:
+    import onnxruntime  # noqa: PLC0415
+
+    rows = []
+    for name in MODELS:
+        rows.append(measure(name))
+        print(json.dumps(rows[-1]), flush=True)
+    calib = calibration_cost()
+    print(json.dumps(calib), flush=True)
+    meta = {"machine": platform.machine(), "onnxruntime": onnxruntime.__version__,
+            "threads": THREADS, "batch": BATCH, "rounds": ROUNDS}  # fmt: skip
+    OUT.parent.mkdir(exist_ok=True)
+    OUT.with_suffix(".json").write_text(
+        json.dumps({"meta": meta, "rows": rows, "compute_encodings": calib}, indent=1) + "\n"
+    )
+    lines = [
+        "# Simulation speed (time ÷ float time) and Q/DQ under onnxruntime's optimizations",
+        "",
+        f"{meta}; differences from `sim` in steps of each output's encoding.",
+        "",
+        "| model | sim | sim_layout | steps max / mean | qdq_default | steps max / mean |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        q = r["ratio"]
+        lines.append(
+            f"| {r['model']} | {q['sim']:.2f} | {q['sim_layout']:.2f} "
+            f"| {r['sim_layout_steps_max']:.1f} / {r['sim_layout_steps_mean']:.3f} "
+            f"| {q['qdq_default']:.2f} "
+            f"| {r['qdq_default_steps_max']:.1f} / {r['qdq_default_steps_mean']:.3f} |"
+        )
+    lines += [
+        "",
+        f"compute_encodings on efflite0, 64 samples: tf {calib['tf_ratio']:.2f}×, "
+        f"tf_enhanced {calib['tf_enhanced_ratio']:.2f}× one float pass "
+        f"({calib['float_s']:.2f} s).",
+    ]
+    OUT.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
