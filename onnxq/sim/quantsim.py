@@ -129,6 +129,18 @@ class QuantizationSimModel:
                 "the device folds them",
                 stacklevel=2,
             )
+        with_subgraphs = [
+            n.name or n.op_type
+            for n in self.model.graph.node
+            if any(a.type in (a.GRAPH, a.GRAPHS) for a in n.attribute)
+        ]
+        if with_subgraphs:
+            warnings.warn(
+                f"{len(with_subgraphs)} node(s) with subgraphs (first: {with_subgraphs[0]!r}) "
+                "are simulated as they are: the tensors inside their bodies stay float; their "
+                "outputs are quantized as the config says",
+                stacklevel=2,
+            )
         self.placement: Placement = place_quantizers(
             self.model,
             config_file,

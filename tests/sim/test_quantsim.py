@@ -220,3 +220,20 @@ def test_per_block_int4_weights_export_as_blocked_dequantize(tmp_path):
     sim.export(tmp_path, "m", encoding_version="1.0.0")
     back = onnxq.load_encodings(tmp_path / "m.encodings").resolve_layouts(model)
     assert back.params["fc"].enc_type == "PER_BLOCK"
+
+
+def test_a_node_with_subgraphs_is_named_in_a_warning():
+    model = _model()
+    branch = helper.make_graph(
+        [helper.make_node("Identity", ["y"], ["z"])],
+        "branch",
+        [],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)],
+    )
+    model.graph.initializer.append(numpy_helper.from_array(np.array(True), "cond"))
+    model.graph.node.append(
+        helper.make_node("If", ["cond"], ["w"], name="gate", then_branch=branch,
+                         else_branch=branch)
+    )  # fmt: skip
+    with pytest.warns(UserWarning, match=r"node\(s\) with subgraphs \(first: 'gate'\)"):
+        onnxq.QuantizationSimModel(model, quant_scheme="tf")
