@@ -48,23 +48,54 @@ def param_values(model: Any) -> dict[str, np.ndarray]:
     return values
 
 
+def _aimet_fake_quant(enc: Any, x: np.ndarray) -> np.ndarray:
+    """AIMET's weight fake-quantization: float32, C ``round`` (halves away from zero).
+
+    ``clamp(x, min, max)``, ``q = round(x / scale - offset)``, ``scale · (q + offset)``
+    (aimet-facts §5). With it, calibrated ranges match AIMET's to 1e-5 on orient in 111 of
+    115 tensors, against 78 with onnxruntime's half-to-even QuantizeLinear arithmetic.
+    """
+    if enc.enc_type not in ("PER_TENSOR", "PER_CHANNEL") or enc.dtype != "int":
+        return enc.quantize_dequantize(x)
+    xf = np.asarray(x, np.float32)
+    s, o = np.asarray(enc.scale, np.float64), np.asarray(enc.offset, np.float64)
+    lo, hi = s * o, s * (o + enc.num_steps)
+    if enc.enc_type == "PER_CHANNEL" and s.ndim == 1:
+        shape = [1] * xf.ndim
+        shape[int(enc.axis or 0)] = -1
+        s, o, lo, hi = (a.reshape(shape) for a in (s, o, lo, hi))
+    s, o, lo, hi = (a.astype(np.float32) for a in (s, o, lo, hi))
+    t = np.clip(xf, lo, hi) / s - o
+    half = np.float32(0.5)
+    q = np.where(t >= 0, np.floor(t + half), np.ceil(t - half))
+    return (s * (q + o)).astype(np.float32)
+
+
 def _with_quantized_params(
-    model: Any, params: Mapping[str, Any], values: Mapping[str, np.ndarray]
+    model: Any,
+    params: Mapping[str, Any],
+    values: Mapping[str, np.ndarray],
+    aimet_arithmetic: bool = False,
 ) -> Any:
     """A copy of ``model`` whose quantized params hold their fake-quantized values."""
     import onnx  # noqa: PLC0415
     from onnx import numpy_helper  # noqa: PLC0415
 
+    def fake(name: str) -> np.ndarray:
+        if aimet_arithmetic:
+            return _aimet_fake_quant(params[name], values[name])
+        return params[name].quantize_dequantize(values[name])
+
     out = onnx.ModelProto()
     out.CopyFrom(model)
     for t in out.graph.initializer:
         if t.name in params:
-            fq = params[t.name].quantize_dequantize(values[t.name])
+            fq = fake(t.name)
             t.CopyFrom(numpy_helper.from_array(fq.astype(values[t.name].dtype), t.name))
     for node in out.graph.node:
         if node.op_type == "Constant" and node.output[0] in params:
             name = node.output[0]
-            fq = params[name].quantize_dequantize(values[name])
+            fq = fake(name)
             for a in node.attribute:
                 if a.name == "value":
                     a.t.CopyFrom(numpy_helper.from_array(fq.astype(values[name].dtype), a.t.name))
@@ -182,7 +213,7 @@ def compute_encodings(
         )
     # activations are observed with the weights fake-quantized, as the simulated model will
     # run (and as AIMET calibrates)
-    quantized = _with_quantized_params(model, out.params, values)
+    quantized = _with_quantized_params(model, out.params, values, placement.aimet_compatible)
     # a tied quantizer (Concat inputs, Relu outputs...) is its root's: only roots are observed
     acts = [q for q in placement.enabled("activation") if placement.root(q.tensor) is q]
     fixed = {q.tensor for q in acts if q.constraint is not None and q.constraint.max is not None}
