@@ -22,8 +22,10 @@ quantizer. The config is applied in AIMET's order (aimet-facts §2.1):
    only consumer adds a constant is one linear layer — its MatMul output stays float and
    the added constant is the layer's bias parameter;
 7. quantizer tying (aimet-facts §2.5): Concat/Scatter inputs read by nothing else share the
-   output's quantizer; AveragePool, Relu, Resize, Upsample and CropAndResize outputs share
-   their input's (found back through Identity/Reshape/...), fixed ranges merged;
+   output's quantizer; AveragePool, Relu, Resize, Upsample and CropAndResize outputs and
+   their input (found back through Identity/Reshape/...) share one, fixed ranges merged —
+   the input's in AIMET's way (``aimet_compatible``), else the output's, calibrated on the
+   output and only where the op is the input's single reader;
 8. the hardware rules of aimet-facts §2.4: an activation feeding a layer's weight slot takes
    the weight symmetry; a dynamic MatMul's second input is symmetric int8 on V66–V69, and on
    V73+ a 16-bit second input makes it symmetric and the first input 16-bit; norm params
@@ -402,7 +404,7 @@ def place_quantizers(
             if axes is not None:
                 q.channel_axis = axes[0]
 
-    _tie(nodes, quantizers, graph)
+    _tie(nodes, quantizers, graph, aimet_compatible)
     _hardware_rules(nodes, quantizers, constants, cfg, param_bw, activation_bw)
     return Placement(
         quantizers,
@@ -498,10 +500,13 @@ def _merge(a: EncodingConstraint | None, b: EncodingConstraint | None) -> tuple[
     return False, None
 
 
-def _tie(nodes: list[Any], quantizers: dict[str, Quantizer], graph: Any) -> None:
+def _tie(
+    nodes: list[Any], quantizers: dict[str, Quantizer], graph: Any, aimet_compatible: bool
+) -> None:
     """Quantizer tying (aimet-facts §2.5): Concat/Scatter inputs share the output's quantizer
     (not an input with other readers, nor one whose fixed range conflicts); AveragePool, Relu,
-    Resize, Upsample and CropAndResize outputs share their input's, constraints merged."""
+    Resize, Upsample and CropAndResize outputs share their input's, constraints merged
+    (AIMET), or — onnxq — their input shares theirs when the op is its only reader."""
     readers: dict[str, int] = {}
     for node in nodes:
         for name in node.input:
@@ -530,6 +535,15 @@ def _tie(nodes: list[Any], quantizers: dict[str, Quantizer], graph: Any) -> None
             if q is None or q is out:
                 continue
             ok, merged = _merge(q.constraint, out.constraint)
-            if ok:
+            if not ok:
+                continue
+            if aimet_compatible:  # AIMET: the output reuses the input's quantizer
                 q.constraint = merged
                 out.tied_to = q.tensor
+            elif readers.get(q.tensor, 0) == 1 and q.tensor not in outputs:
+                # onnxq: the input takes the output's grid, calibrated on the output. The same
+                # numbers where the op is the input's only reader (a ReLU clamps what its grid
+                # would), and a grid fitted to what the next layer reads: AIMET's direction
+                # fits it to the pre-activation values and cost orient 0.8 dB (v68, w8a8)
+                out.constraint = merged
+                q.tied_to = out.tensor

@@ -166,13 +166,18 @@ def _concat_relu_matmul():
 
 
 def test_concat_inputs_and_relu_outputs_share_one_quantizer():
-    p = place_quantizers(_concat_relu_matmul(), "htp_v73")
+    p = place_quantizers(_concat_relu_matmul(), "htp_v73", aimet_compatible=True)
     q = p.quantizers
     assert q["b"].tied_to == "k"  # Concat input read only by the Concat
     assert q["a"].tied_to is None  # read by the Add too: keeps its own
+    # AIMET: the Relu's output reuses its input's quantizer, Relu's fixed minimum merged in
     assert q["r"].tied_to == "k" and p.root("r") is q["k"] and p.root("b") is q["k"]
-    # Relu's fixed minimum (v73: min 0) moves onto the shared quantizer
     assert q["k"].constraint is not None and q["k"].constraint.min == 0.0
+    # onnxq: the Relu's input (read by nothing else) takes the output's quantizer instead
+    p = place_quantizers(_concat_relu_matmul(), "htp_v73")
+    q = p.quantizers
+    assert q["k"].tied_to == "r" and p.root("b") is q["r"] and q["r"].tied_to is None
+    assert q["r"].constraint is not None and q["r"].constraint.min == 0.0
 
 
 def test_tied_tensors_get_one_encoding_from_the_root():
@@ -185,8 +190,8 @@ def test_tied_tensors_get_one_encoding_from_the_root():
          "x2": rng.standard_normal((1, 4, 4)).astype(np.float32)}
     ]  # fmt: skip
     encs = compute_encodings(model, place_quantizers(model, "htp_v73"), batches, scheme="tf")
-    k = encs.activations["k"]
-    assert encs.activations["r"] is k and encs.activations["b"] is k
+    k = encs.activations["r"]  # the root: calibrated on the Relu's output
+    assert encs.activations["k"] is k and encs.activations["b"] is k
     x = batches[0]["x"]
     kmax = max(float((2 * x).max()), float((3 * x).max()))
     # k feeds the MatMul's second input: symmetric (the weight setting), 127 steps up to kmax
