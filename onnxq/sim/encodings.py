@@ -34,6 +34,8 @@ from onnxq.sim.weight_scales import adjust_weight_scales
 
 __all__ = ["compute_encodings", "param_values"]
 
+_RANGE_LIMIT = 0.99 * float(np.finfo(np.float32).max)
+
 
 def param_values(model: Any) -> dict[str, np.ndarray]:
     """Float constants of a model (initializers and ``Constant`` outputs) by name."""
@@ -245,6 +247,10 @@ def compute_encodings(
             if c is not None:
                 lo = c.min
                 hi = max(hi, lo)
+        # a range at float32's limit (attention masks of -3.4e38) is held to 0.99 of it, so
+        # max - min stays finite; AIMET's encodings of minilm's masks show the same bound
+        lo = min(max(lo, -_RANGE_LIMIT), _RANGE_LIMIT)
+        hi = min(max(hi, -_RANGE_LIMIT), _RANGE_LIMIT)
         out.activations[q.tensor] = encoding_from_range(
             lo, hi, bw, symmetric=symmetric, name=q.tensor, **grid
         )

@@ -57,3 +57,22 @@ def test_a_searched_range_stays_inside_what_was_seen_unless_aimet_compatible():
         found[compat] = encs.activations["r"]
     assert float(found[True].min) < 0.0  # AIMET's rule, kept in compatible mode
     assert float(found[False].min) == 0.0 and int(found[False].offset) == 0
+
+
+def test_a_mask_at_float32s_limit_gets_a_finite_range():
+    # x + mask, the mask a constant of float32's lowest value (transformer attention masks)
+    low = np.finfo(np.float32).min
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "mask"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.full((1, 4), low, np.float32), "mask")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    batches = [{"x": np.ones((1, 4), np.float32)}]
+    encs = compute_encodings(model, place_quantizers(model, "htp_v73"), batches, scheme="tf")
+    mask = encs.activations["mask"]
+    # held to 0.99 of the float32 range, as AIMET-ONNX's own encodings of minilm's mask are
+    assert int(mask.offset) == -255
+    assert float(mask.scale) == 0.99 * float(np.finfo(np.float32).max) / 255
