@@ -160,7 +160,8 @@ def tf_enhanced_search(
     if len(used) == 0:
         return None
     p = (p / p.sum()).astype(np.float32)
-    start32, step32 = _F32(start), _F32(width)
+    with np.errstate(over="ignore"):  # a range at float32's limit: caught just below
+        start32, step32 = _F32(start), _F32(width)
     if not (np.isfinite(step32) and step32 > 0 and np.isfinite(start32)):
         return None  # bins too narrow for float32: nothing AIMET's arithmetic can search
     edges = (start32 + np.arange(len(p), dtype=np.float32) * step32).astype(np.float32)
