@@ -38,8 +38,9 @@ default, per_channel, htp_v68 and htp_v73 configs, the enabled quantizers are ex
 AIMET-ONNX 2.42's (``tests/sim/test_placement_on_zoo.py``); onnxq's own HTP files differ by
 the Conv outputs they fuse with their activation (``hwconfigs/README.md``).
 
-Not applied yet: the LayerNormalization / RMSNormalization / MaskedSoftmax passes of
-``supergroup_pass_list`` (only MatmulAdd).
+The ``LayerNormalization`` and ``RMSNormalization`` passes treat a decomposed norm
+(:mod:`onnxq.sim.norm_patterns`) as one op: nothing inside it quantized, its weight and bias
+params with the norm's settings. Not applied yet: ``MaskedSoftmax``.
 """
 
 from __future__ import annotations
@@ -196,13 +197,14 @@ def _supergroups(
     patterns: tuple[tuple[str, ...], ...],
     shapes: Mapping[str, tuple[int, ...]],
     depthwise_ok: bool = False,
+    excluded: frozenset[int] = frozenset(),
 ) -> list[list[Any]]:
     consumers: dict[str, list[Any]] = {}
     for node in nodes:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
     outputs = {o.name for o in graph.output}
-    used: set[int] = set()
+    used: set[int] = set(excluded)  # nodes already fused by a pass
     matches = []
     for pattern in sorted(patterns, key=len, reverse=True):  # stable: config order on ties
         for node in nodes:
@@ -345,7 +347,17 @@ def place_quantizers(
 
     # 3. supergroups: only the last op of a matched chain keeps its output quantizer
     patterns = cfg.supergroups + tuple(g for g in cfg.onnxq_supergroups if g not in cfg.supergroups)
-    matches = _supergroups(nodes, graph, patterns, shapes, cfg.depthwise_supergroups)
+    # the norm passes fuse first (AIMET: they take priority), so no supergroup reaches inside
+    norm_passes = {"LayerNormalization", "RMSNormalization"} & set(cfg.supergroup_pass_list)
+    norms = []
+    if norm_passes:
+        from onnxq.sim.norm_patterns import find_decomposed_norms  # noqa: PLC0415
+
+        norms = [m for m in find_decomposed_norms(nodes, constants) if m.kind in norm_passes]
+    in_norms = {id(n) for m in norms for n in m.nodes}
+    matches = _supergroups(
+        nodes, graph, patterns, shapes, cfg.depthwise_supergroups, frozenset(in_norms)
+    )
     for chain in matches:
         for node in chain[:-1]:
             for name in node.output:
@@ -361,6 +373,35 @@ def place_quantizers(
             if q.kind == "activation" and q.tensor in constants:
                 q.enabled = True
     # (model_output can only say "True" in AIMET's schema: outputs are quantized already)
+
+    # the LayerNormalization / RMSNormalization passes: a decomposed norm acts as one op, so
+    # nothing inside it is quantized and its weight and bias are the norm's params
+    if norms:
+        from onnxq.sim.norm_patterns import norm_inner_outputs  # noqa: PLC0415
+
+        for match in norms:
+            for name in norm_inner_outputs(match):
+                if name in quantizers:
+                    quantizers[name].enabled = False
+            for n in match.nodes:  # eps, the exponent: constants inside the fused op
+                for name in n.input:
+                    if (
+                        name in constants
+                        and name in quantizers
+                        and name not in (match.weight, match.bias)
+                    ):
+                        quantizers[name].enabled = False
+            op = cfg.op_types.get(match.kind)
+            for name, role in ((match.weight, "weight"), (match.bias, "bias")):
+                if name is None or name not in quantizers:
+                    continue
+                on, sym = _param_setting(cfg, role)
+                setting = op.params.get(role) if op is not None else None
+                if setting is not None:
+                    on = on if setting.is_quantized is None else setting.is_quantized
+                    sym = sym if setting.is_symmetric is None else setting.is_symmetric
+                label_op = label[id(match.nodes[-1])]
+                quantizers[name] = Quantizer(name, "param", on, sym, role, label_op)
 
     # the MatmulAdd pass: a linear layer's MatMul and its bias Add act as one op, so the
     # MatMul output stays float and the Add's constant is the layer's bias
