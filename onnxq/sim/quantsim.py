@@ -265,7 +265,12 @@ class QuantizationSimModel:
             raise InvalidInputError(f"{folder}: cannot write there ({err.strerror})") from None
         try:
             save_model(self.model, tmp / f"{filename_prefix}.onnx")
-            save_encodings(self.encodings, tmp / f"{filename_prefix}.encodings", encoding_version)
+            encodings = self.encodings
+            if str(encoding_version).startswith("2"):  # AIMET derives int32 biases for 2.0.0
+                from onnxq.export.int32_bias import with_int32_biases  # noqa: PLC0415
+
+                encodings = with_int32_biases(self.model, encodings)
+            save_encodings(encodings, tmp / f"{filename_prefix}.encodings", encoding_version)
             save_model(qdq, tmp / f"{filename_prefix}_qdq.onnx")
             for item in tmp.iterdir():
                 item.replace(folder / item.name)

@@ -237,3 +237,23 @@ def test_a_node_with_subgraphs_is_named_in_a_warning():
     )  # fmt: skip
     with pytest.warns(UserWarning, match=r"node\(s\) with subgraphs \(first: 'gate'\)"):
         onnxq.QuantizationSimModel(model, quant_scheme="tf")
+
+
+def test_a_2_0_0_export_derives_int32_biases(tmp_path):
+    from tests.export.test_qdq import _conv_relu6_flatten  # noqa: PLC0415
+
+    model, _ = _conv_relu6_flatten()
+    sim = onnxq.QuantizationSimModel(model, quant_scheme="tf", config_file="htp_v73")
+    x = np.random.default_rng(6).standard_normal((2, 3, 6, 6)).astype(np.float32)
+    sim.compute_encodings([{"x": x}])
+    assert "b" not in sim.encodings.params  # the config leaves biases float
+    sim.export(tmp_path, "m", encoding_version="2.0.0")
+    back = onnxq.load_encodings(tmp_path / "m.encodings").resolve_layouts(model)
+    bias = back["b"]
+    assert bias.bitwidth == 32 and bias.symmetric
+    expected = float(sim.encodings.activations["x"].scale) * np.asarray(
+        sim.encodings.params["w"].scale
+    )
+    np.testing.assert_allclose(np.asarray(bias.scale).ravel(), expected, rtol=1e-6)
+    sim.export(tmp_path / "v1", "m", encoding_version="1.0.0")  # 1.0.0: no derived bias
+    assert "b" not in onnxq.load_encodings(tmp_path / "v1" / "m.encodings")

@@ -45,4 +45,4 @@ def test_efflite0_htp_v73_simulation_exports_and_runs(tmp_path, act_bw, floor_db
     feeds = next(iter(zm.feeds("eval", 8)))
     np.testing.assert_array_equal(qdq.run(None, feeds)[0], sim.session.run(None, feeds)[0])
     loaded = onnxq.load_encodings(tmp_path / "efflite0.encodings")
-    assert len(loaded) == 113
+    assert len(loaded) == 113 + 50  # and the int32 bias of each of the 50 layers (2.0.0)
