@@ -33,13 +33,16 @@ from typing import Any
 import numpy as np
 
 from onnxq.export.encodings_file import EncodingSet
-from onnxq.export.qdq import carried_encodings, clamp_input_encodings
+from onnxq.export.layer_grids import layers, tensor_grids
 
 __all__ = ["adjust_weight_scales"]
 
-_LAYERS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 _BIAS_LIMIT = 2.0**31 - 2.0**15
 _MIN_REQUANT = 2.0**-23.5
+
+
+def _bound(values: np.ndarray, per_channel: bool) -> Any:
+    return values if per_channel else np.max(values, initial=0.0)
 
 
 def adjust_weight_scales(
@@ -61,53 +64,34 @@ def adjust_weight_scales(
     aimet_compatible
         Skip rules 2 and 3 for layers fused with their activation, as AIMET-ONNX does.
     """
-    acts = {n: e for n, e in encodings.activations.items() if e.dtype == "int"}
-    acts.update(carried_encodings(model, encodings))
-    outputs = dict(acts)
-    acts.update(clamp_input_encodings(model, acts))
-    if not aimet_compatible:
-        outputs = acts
-    readers: dict[str, list[Any]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
+    acts = tensor_grids(model, encodings)
+    # AIMET applies rules 2 and 3 only with the layer's own output encoding
+    outputs = tensor_grids(model, encodings, clamp_inputs=False) if aimet_compatible else acts
     adjusted = []
-    for node in model.graph.node:
-        if node.op_type not in _LAYERS or len(node.input) < 2:
-            continue
-        w_enc = encodings.params.get(node.input[1])
-        in_enc = acts.get(node.input[0])
+    for layer in layers(model, values):
+        w_enc = encodings.params.get(layer.weight)
+        in_enc = acts.get(layer.node.input[0])
         if w_enc is None or in_enc is None or w_enc.dtype != "int":
             continue
         if w_enc.enc_type not in ("PER_TENSOR", "PER_CHANNEL"):
             continue
-        out_name, bias = node.output[0], None
-        if len(node.input) > 2 and node.input[2]:
-            bias = values.get(node.input[2])
-        elif node.op_type == "MatMul":
-            after = readers.get(out_name, [])
-            if len(after) == 1 and after[0].op_type == "Add":
-                other = [i for i in after[0].input if i != out_name]
-                if len(other) == 1 and other[0] in values:
-                    bias, out_name = values[other[0]], after[0].output[0]
-        out_enc = outputs.get(out_name)
+        out_enc = outputs.get(layer.output)
         s_in = float(np.max(in_enc.scale))
         s_w = np.asarray(w_enc.scale, np.float64)
         need = np.zeros_like(s_w)
-        if bias is not None:
-            b = np.abs(np.asarray(bias, np.float64)).reshape(-1)
-            b = b if s_w.ndim and b.size == s_w.size else np.max(b, initial=0.0)
-            need = np.maximum(need, b / (s_in * _BIAS_LIMIT))
+        b = None if layer.bias is None else np.asarray(values[layer.bias], np.float64).ravel()
+        # one bound per channel when bias and weight scales pair up, else the largest
+        paired = b is not None and s_w.ndim == 1 and b.size == s_w.size
+        if b is not None:
+            need = np.maximum(need, _bound(np.abs(b), paired) / (s_in * _BIAS_LIMIT))
         if out_enc is not None:
             s_out = float(np.max(out_enc.scale))
             need = np.maximum(need, np.nextafter(_MIN_REQUANT * s_out / s_in, np.inf))
-            if bias is not None:
+            if b is not None:
                 grid_min = float(np.min(out_enc.offset)) * s_out
-                bz = np.abs(np.asarray(bias, np.float64).reshape(-1) + grid_min)
-                bz = bz if s_w.ndim and bz.size == s_w.size else np.max(bz)
-                need = np.maximum(need, bz / (s_in * _BIAS_LIMIT))
+                need = np.maximum(need, _bound(np.abs(b + grid_min), paired) / (s_in * _BIAS_LIMIT))
         if np.all(s_w >= need):
             continue
-        encodings.params[node.input[1]] = dataclasses.replace(w_enc, scale=np.maximum(s_w, need))
-        adjusted.append(node.input[1])
+        encodings.params[layer.weight] = dataclasses.replace(w_enc, scale=np.maximum(s_w, need))
+        adjusted.append(layer.weight)
     return adjusted
