@@ -227,13 +227,15 @@ def _supergroups(
     return matches
 
 
-def _param_setting(cfg: HardwareConfig, role: str) -> tuple[bool, bool]:
-    """``(quantized, symmetric)`` of a param role: ``defaults.params``, then ``params.<role>``."""
+def _param_setting(cfg: HardwareConfig, role: str, op_type: str | None = None) -> tuple[bool, bool]:
+    """``(quantized, symmetric)`` of a param role: ``defaults.params``, then ``params.<role>``,
+    then, given an op type, ``op_type.<op>.params.<role>``."""
     on, sym = cfg.defaults.params.is_quantized, cfg.defaults.params.is_symmetric
-    setting = cfg.params.get(role)
-    if setting is not None:
-        on = on if setting.is_quantized is None else setting.is_quantized
-        sym = sym if setting.is_symmetric is None else setting.is_symmetric
+    op = cfg.op_types.get(op_type) if op_type is not None else None
+    for setting in (cfg.params.get(role), op.params.get(role) if op is not None else None):
+        if setting is not None:
+            on = on if setting.is_quantized is None else setting.is_quantized
+            sym = sym if setting.is_symmetric is None else setting.is_symmetric
     return bool(on), bool(sym)
 
 
@@ -391,15 +393,10 @@ def place_quantizers(
                         and name not in (match.weight, match.bias)
                     ):
                         quantizers[name].enabled = False
-            op = cfg.op_types.get(match.kind)
             for name, role in ((match.weight, "weight"), (match.bias, "bias")):
                 if name is None or name not in quantizers:
                     continue
-                on, sym = _param_setting(cfg, role)
-                setting = op.params.get(role) if op is not None else None
-                if setting is not None:
-                    on = on if setting.is_quantized is None else setting.is_quantized
-                    sym = sym if setting.is_symmetric is None else setting.is_symmetric
+                on, sym = _param_setting(cfg, role, match.kind)
                 label_op = label[id(match.nodes[-1])]
                 quantizers[name] = Quantizer(name, "param", on, sym, role, label_op)
 
