@@ -9,8 +9,10 @@ from onnxq.quantization.ranges import encoding_from_range
 from onnxq.sim.weight_scales import adjust_weight_scales
 from tests.export.test_qdq import _conv_relu6_flatten
 
+S_IN = 0.0078125
 
-def _encodings(w: np.ndarray, s_in: float) -> EncodingSet:
+
+def _encodings(w: np.ndarray, s_in: float = S_IN) -> EncodingSet:
     encs = EncodingSet()
     encs.activations["x"] = encoding_from_range(-128 * s_in, 127 * s_in, 8, symmetric=True)
     encs.activations["r"] = encoding_from_range(0.0, 6.0, 8)
@@ -19,14 +21,20 @@ def _encodings(w: np.ndarray, s_in: float) -> EncodingSet:
     return encs
 
 
-def test_a_dead_channel_with_a_bias_gets_the_smallest_scale_whose_int32_bias_fits():
-    bias = np.array([0.5, -6.0, 1.0, 2.0], np.float32)
+def _dead_channel(bias, channel: int, value: float):
+    """The Conv → Relu6 model with ``bias`` and weight channel ``channel`` set to ``value``:
+    the model, the values of w and b, and encodings with the input at scale ``S_IN``."""
+    bias = np.asarray(bias, np.float32)
     model, w = _conv_relu6_flatten(bias)
     w = w.copy()
-    w[1] = 1e-9  # a channel killed by BN folding: its own range gives s_w ≈ 1e-11
-    values = {"w": w, "b": bias}
-    s_in = 0.0078125
-    encs = _encodings(w, s_in)
+    w[channel] = value
+    return model, {"w": w, "b": bias}, _encodings(w)
+
+
+def test_a_dead_channel_with_a_bias_gets_the_smallest_scale_whose_int32_bias_fits():
+    # a channel killed by BN folding: its own range gives s_w ≈ 1e-11
+    model, values, encs = _dead_channel([0.5, -6.0, 1.0, 2.0], 1, 1e-9)
+    bias, s_in = values["b"], S_IN
     before = np.asarray(encs.params["w"].scale).copy()
     assert abs(bias[1]) / (s_in * before[1]) > 2**31  # the overflow the HTP would clamp
     assert adjust_weight_scales(model, encs, values) == ["w"]
@@ -38,45 +46,33 @@ def test_a_dead_channel_with_a_bias_gets_the_smallest_scale_whose_int32_bias_fit
 
 
 def test_the_requantization_multiplier_stays_above_2_to_the_minus_23_5():
-    bias = np.zeros(4, np.float32)
-    model, w = _conv_relu6_flatten(bias)
-    w = w.copy()
-    w[2] = 1e-12
-    encs = _encodings(w, 0.0078125)
-    adjust_weight_scales(model, encs, {"w": w, "b": bias})
+    model, values, encs = _dead_channel(np.zeros(4), 2, 1e-12)
+    adjust_weight_scales(model, encs, values)
     s_w = np.asarray(encs.params["w"].scale)
     s_out = float(encs.activations["r"].scale)
-    assert 0.0078125 * s_w[2] / s_out > 2**-23.5
-    assert 0.0078125 * s_w[2] / s_out < 2**-23.5 * (1 + 1e-12)  # raised no further
+    assert S_IN * s_w[2] / s_out > 2**-23.5
+    assert S_IN * s_w[2] / s_out < 2**-23.5 * (1 + 1e-12)  # raised no further
 
 
 def test_the_output_offset_folds_into_the_bias_check():
-    bias = np.array([0.5, -2.0, 1.0, 2.0], np.float32)
-    model, w = _conv_relu6_flatten(bias)
-    w = w.copy()
-    w[1] = 1e-12
-    encs = _encodings(w, 0.0078125)
+    model, values, encs = _dead_channel([0.5, -2.0, 1.0, 2.0], 1, 1e-12)
     encs.activations["c"] = encoding_from_range(-4.0, 0.5, 8)  # the Conv's own, asymmetric
-    adjust_weight_scales(model, encs, {"w": w, "b": bias})
+    adjust_weight_scales(model, encs, values)
     c = encs.activations["c"]
     grid_min = float(c.offset) * float(c.scale)  # ≈ -4
     s_w = np.asarray(encs.params["w"].scale)[1]
     # |b + o·s| = |-2 - 4| binds (rule 2 asks for less, |b| alone far less)
-    assert np.isclose(s_w, abs(-2.0 + grid_min) / (0.0078125 * (2**31 - 2**15)), rtol=1e-12)
+    assert np.isclose(s_w, abs(-2.0 + grid_min) / (S_IN * (2**31 - 2**15)), rtol=1e-12)
 
 
 def test_aimet_compatible_skips_rules_2_and_3_inside_a_supergroup():
-    bias = np.zeros(4, np.float32)
-    model, w = _conv_relu6_flatten(bias)
-    w = w.copy()
-    w[2] = 1e-12
-    encs = _encodings(w, 0.0078125)
+    model, values, encs = _dead_channel(np.zeros(4), 2, 1e-12)
     before = np.asarray(encs.params["w"].scale).copy()
-    assert adjust_weight_scales(model, encs, {"w": w, "b": bias}, aimet_compatible=True) == []
+    assert adjust_weight_scales(model, encs, values, aimet_compatible=True) == []
     np.testing.assert_array_equal(encs.params["w"].scale, before)
 
 
 def test_healthy_layers_are_left_alone():
     model, w = _conv_relu6_flatten()
-    encs = _encodings(w, 0.0078125)
+    encs = _encodings(w)
     assert adjust_weight_scales(model, encs, {"w": w, "b": np.ones(4, np.float32)}) == []
