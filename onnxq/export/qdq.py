@@ -5,8 +5,10 @@ Rules:
 - every encoded activation ``t`` gets ``Q → DQ`` whose output keeps the name ``t`` (the
   producer now writes ``t_float``), so every reader and graph output is unchanged; a
   quantized graph input is read through ``Q → DQ`` into ``t_qdq``;
-- an encoded param is stored as its integers (``<name>_int``) read by a DequantizeLinear
-  named after the param: the model carries int8 weights, as deployment does;
+- an encoded param, and an encoded constant that is not a param (an embedding table, a
+  scalar operand; initializer or ``Constant`` node alike), is stored as its integers
+  (``<name>_int``) read by a DequantizeLinear that writes the constant's name: the model
+  carries int8 weights, as deployment does;
 - scales are float32, zero points in the encoding's ONNX type (``uint8`` activations,
   ``int8`` symmetric weights, ``int16``/``uint16``, ``int4``...); per-channel encodings carry
   their ``axis``, per-block ones ``axis`` and ``block_size``;
@@ -128,6 +130,74 @@ def _qparams(enc: Encoding, name: str, signed: bool | None) -> tuple[Any, Any, d
     return scale, zp, attrs
 
 
+def _constant_value(node: Any) -> np.ndarray | None:
+    """The float value of a ``Constant`` node, None when it holds no float tensor."""
+    from onnx import helper, numpy_helper  # noqa: PLC0415
+
+    for a in node.attribute:
+        if a.name == "value":
+            value = numpy_helper.to_array(a.t)
+            return value if np.issubdtype(value.dtype, np.floating) else None
+        if a.name in ("value_float", "value_floats"):
+            return np.asarray(helper.get_attribute_value(a), np.float32)
+    return None
+
+
+def _static_dequantize(graph: Any, name: str, enc: Encoding, value: np.ndarray) -> list[Any]:
+    """Initializers and the node that give constant ``name`` its quantized value.
+
+    An integer encoding is stored as its integers (``<name>_int``) read by a DequantizeLinear
+    that writes ``name``; a float16 one as float16 cast back to float32.
+    """
+    from onnx import helper, numpy_helper  # noqa: PLC0415
+
+    if enc.dtype == "float":  # fp16 weights: stored as float16, cast back to float32
+        if enc.float_format not in _FLOAT_NUMPY:
+            raise ModelError(f"tensor {name!r}: no Q/DQ form for a {enc.float_format} constant")
+        half = np.asarray(value).astype(_FLOAT_NUMPY[enc.float_format])
+        graph.initializer.append(numpy_helper.from_array(half, f"{name}_{enc.float_format}"))
+        return [
+            helper.make_node(
+                "Cast", [f"{name}_{enc.float_format}"], [name], name=f"{name}_cast", to=1
+            )
+        ]
+    scale, zp, attrs = _qparams(enc, name, signed=None)
+    w = np.asarray(value, np.float64)
+    axis = enc.axis if enc.enc_type != "PER_TENSOR" else None
+    fq = enc.quantize_dequantize(w, axis=axis)
+    s = np.asarray(enc.scale, np.float64)
+    shape = [1] * w.ndim
+    if axis is not None and s.ndim == 1:
+        shape[axis] = -1
+        s = s.reshape(shape)
+    zp_arr = np.asarray(enc.zero_point(), np.int64)
+    if axis is not None and zp_arr.ndim == 1:
+        zp_arr = zp_arr.reshape(shape)
+    if enc.enc_type == "PER_BLOCK":
+        # ONNX's blocked DQ wants the weight's shape with the blocked axis counted in blocks;
+        # the encoding's grid has 1 on the axes that are neither channel nor block
+        grid = list(w.shape)
+        grid[int(axis)] = s.shape[int(axis)]
+        s, zp_arr = np.broadcast_to(s, grid), np.broadcast_to(zp_arr, grid)
+        scale = numpy_helper.from_array(s.astype(np.float32), scale.name)
+        zp = helper.make_tensor(zp.name, zp.data_type, grid, zp_arr.ravel().tolist())
+        size = int(np.max(enc.block_size))
+        s = np.repeat(s, size, axis=int(axis))
+        zp_arr = np.repeat(zp_arr, size, axis=int(axis))
+    q = np.rint(fq / s).astype(np.int64) + zp_arr
+    ints = helper.make_tensor(f"{name}_int", zp.data_type, list(w.shape), q.ravel().tolist())
+    graph.initializer.extend([ints, scale, zp])
+    return [
+        helper.make_node(
+            "DequantizeLinear",
+            [ints.name, scale.name, zp.name],
+            [name],
+            name=f"{name}_dequantize",
+            **attrs,
+        )
+    ]
+
+
 def to_qdq(model: Any, encodings: EncodingSet) -> Any:
     """Return a copy of ``model`` with Q/DQ nodes for every encoding in ``encodings``."""
     import onnx  # noqa: PLC0415
@@ -152,59 +222,28 @@ def to_qdq(model: Any, encodings: EncodingSet) -> Any:
     after: dict[str, list[Any]] = {}  # producer's output -> the Q/DQ pair placed after it
     rename: dict[str, str] = {}  # graph-input activations: readers move to the DQ output
 
-    for name, enc in encodings.params.items():
-        if name not in inits:
-            continue
-        if enc.dtype == "float":  # fp16 weights: stored as float16, cast back to float32
-            if enc.float_format not in _FLOAT_NUMPY:
-                raise ModelError(f"param {name!r}: no Q/DQ form for a {enc.float_format} weight")
-            half = numpy_helper.to_array(inits[name]).astype(_FLOAT_NUMPY[enc.float_format])
+    constant_nodes = {n.output[0]: n for n in graph.node if n.op_type == "Constant" and n.output}
+    # params, and activations that are constants (embedding tables, Clip bounds, scalars):
+    # stored as their integers (or float16) and dequantized where the float stood
+    static = dict(encodings.params)
+    static.update(
+        (n, e)
+        for n, e in encodings.activations.items()
+        if ((n in inits and n not in inputs) or n in constant_nodes)
+        and (e.dtype == "int" or e.float_format in _FLOAT_NUMPY)
+    )
+    for name, enc in static.items():
+        if name in inits:
+            value = numpy_helper.to_array(inits[name])
             graph.initializer.remove(inits[name])
-            graph.initializer.append(numpy_helper.from_array(half, f"{name}_{enc.float_format}"))
-            new_nodes.append(
-                helper.make_node(
-                    "Cast", [f"{name}_{enc.float_format}"], [name], name=f"{name}_cast", to=1
-                )
-            )
+        elif name in constant_nodes:
+            value = _constant_value(constant_nodes[name])
+            if value is None:
+                continue
+            graph.node.remove(constant_nodes[name])
+        else:
             continue
-        if enc.dtype != "int":
-            continue
-        scale, zp, attrs = _qparams(enc, name, signed=None)
-        w = numpy_helper.to_array(inits[name]).astype(np.float64)
-        axis = enc.axis if enc.enc_type != "PER_TENSOR" else None
-        fq = enc.quantize_dequantize(w, axis=axis)
-        s = np.asarray(enc.scale, np.float64)
-        if axis is not None and s.ndim == 1:
-            shape = [1] * w.ndim
-            shape[axis] = -1
-            s = s.reshape(shape)
-        zp_arr = np.asarray(enc.zero_point(), np.int64)
-        if axis is not None and zp_arr.ndim == 1:
-            zp_arr = zp_arr.reshape(shape)
-        if enc.enc_type == "PER_BLOCK":
-            # ONNX's blocked DQ wants the weight's shape with the blocked axis counted in
-            # blocks; the encoding's grid has 1 on the axes that are neither channel nor block
-            grid = list(w.shape)
-            grid[int(axis)] = s.shape[int(axis)]
-            s, zp_arr = np.broadcast_to(s, grid), np.broadcast_to(zp_arr, grid)
-            scale = numpy_helper.from_array(s.astype(np.float32), scale.name)
-            zp = helper.make_tensor(zp.name, zp.data_type, grid, zp_arr.ravel().tolist())
-            size = int(np.max(enc.block_size))
-            s = np.repeat(s, size, axis=int(axis))
-            zp_arr = np.repeat(zp_arr, size, axis=int(axis))
-        q = np.rint(fq / s).astype(np.int64) + zp_arr
-        ints = helper.make_tensor(f"{name}_int", zp.data_type, list(w.shape), q.ravel().tolist())
-        graph.initializer.remove(inits[name])
-        graph.initializer.extend([ints, scale, zp])
-        new_nodes.append(
-            helper.make_node(
-                "DequantizeLinear",
-                [ints.name, scale.name, zp.name],
-                [name],
-                name=f"{name}_dequantize",
-                **attrs,
-            )
-        )
+        new_nodes += _static_dequantize(graph, name, enc, value)
 
     producers = {o: n for n in graph.node for o in n.output}
     activations = {
@@ -215,7 +254,7 @@ def to_qdq(model: Any, encodings: EncodingSet) -> Any:
     activations.update(carried_encodings(out, encodings))
     activations.update(clamp_input_encodings(out, activations))
     for name, enc in activations.items():
-        if name not in producers and name not in inputs:
+        if name in static or (name not in producers and name not in inputs):
             continue
         if enc.dtype == "int":
             scale, zp, attrs = _qparams(enc, name, signed=None)

@@ -127,3 +127,59 @@ def test_value_preserving_and_clamped_tensors_get_the_neighbours_grid_with_equal
     np.testing.assert_array_equal(got[0], r)
     pooled = r.reshape(2, 4, 2, 2, 2, 2).max(axis=(3, 5)).reshape(2, -1)  # already on r's grid
     np.testing.assert_array_equal(got[1], pooled)
+
+
+def test_constant_node_weights_and_constant_operands_are_quantized_as_encoded():
+    """A Paddle-style graph: the Conv weight in a ``Constant`` node, a per-channel multiplier an
+    initializer. Both are encoded (a param and a constant activation), so the Q/DQ model must
+    carry both as integers and compute with their grid values, as calibration assumed."""
+    from onnx import helper  # noqa: PLC0415
+
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    k = np.array([0.3137, -0.71, 1.234, 0.05], np.float32).reshape(1, 4, 1, 1)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Constant", [], ["w"], value=numpy_helper.from_array(w, "w")),
+            helper.make_node("Conv", ["x", "w"], ["c"]),
+            helper.make_node("Mul", ["c", "k"], ["y"]),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3, 5, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(k, "k")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    batches = [{"x": rng.standard_normal((2, 3, 5, 5)).astype(np.float32)}]
+    encs = compute_encodings(model, place_quantizers(model, "htp_v73"), batches, scheme="tf")
+    assert "w" in encs.params and "k" in encs.activations
+    qdq = to_qdq(model, encs)
+    assert "Constant" not in [n.op_type for n in qdq.graph.node]
+    init = {t.name: numpy_helper.to_array(t) for t in qdq.graph.initializer}
+    assert init["w_int"].dtype == np.int8 and "k" not in init and init["k_int"].dtype == np.uint8
+    k_hat = encs.activations["k"].quantize_dequantize(k).astype(np.float32)
+    assert np.all(k_hat[0, :3, 0, 0] != k[0, :3, 0, 0])  # off the grid: the test would see it
+    # reference, step by step: fake-quantized x and w, Conv, fake-quantized c, times k's grid
+    # value, fake-quantized y
+    ref = helper.make_model(
+        helper.make_graph(
+            [helper.make_node("Conv", ["x", "w"], ["c"])],
+            "r",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3, 5, 5])],
+            [helper.make_tensor_value_info("c", TensorProto.FLOAT, None)],
+            [
+                numpy_helper.from_array(
+                    encs.params["w"].quantize_dequantize(w).astype(np.float32), "w"
+                )
+            ],
+        ),
+        opset_imports=[helper.make_opsetid("", 13)],
+    )
+    x = batches[0]["x"]
+    c = (
+        encs.activations["c"]
+        .quantize_dequantize(_run(ref, {"x": encs.activations["x"].quantize_dequantize(x)})[0])
+        .astype(np.float32)
+    )
+    y = encs.activations["y"].quantize_dequantize(c * k_hat).astype(np.float32)
+    np.testing.assert_array_equal(_run(qdq, {"x": x})[0], y)
