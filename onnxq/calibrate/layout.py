@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Optimized", "nchwc_block_size", "optimize_for_observation"]
+__all__ = ["Optimized", "nchwc_block_size", "optimize_for_observation", "optimize_graph"]
 
 NCHWC_DOMAIN = "com.microsoft.nchwc"
 # onnxruntime serializes a ModelProto to one protobuf: leave larger models as they are
@@ -71,7 +71,7 @@ def _session_options(threads: int | None) -> Any:
     return so
 
 
-def _optimize(model: Any, threads: int | None, folder: Path, extra: bytes = b"") -> Any:
+def optimize_graph(model: Any, threads: int | None, folder: Path, extra: bytes = b"") -> Any:
     """onnxruntime's fully optimized graph of ``model``; None when the model is too large.
 
     ``extra`` is a serialized ``ModelProto`` merged into ``model`` on the way (protobuf
@@ -120,7 +120,7 @@ def nchwc_block_size() -> int | None:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     with tempfile.TemporaryDirectory(prefix="onnxq-probe-") as tmp:
-        optimized = _optimize(model, 1, Path(tmp))
+        optimized = optimize_graph(model, 1, Path(tmp))
     if optimized is None:
         return None
     dims = {t.name: list(t.dims) for t in optimized.graph.initializer}
@@ -157,7 +157,7 @@ def optimize_for_observation(
         if name not in outputs and name not in inputs
     )
     tmp = tempfile.TemporaryDirectory(prefix="onnxq-observe-")
-    optimized = _optimize(model, threads, Path(tmp.name), marked.SerializeToString())
+    optimized = optimize_graph(model, threads, Path(tmp.name), marked.SerializeToString())
     if optimized is None:
         tmp.cleanup()
         return None

@@ -10,10 +10,12 @@ The common path::
 State is plain data: ``sim.placement`` (which tensors are quantized and how) and
 ``sim.encodings`` (an :class:`~onnxq.export.encodings_file.EncodingSet`).
 
-``session`` runs the Q/DQ model with onnxruntime's graph optimizations off, so that it
-computes exactly what the encodings say (and what the exported ``_qdq.onnx`` gives in stock
-onnxruntime); that costs about 4× float time on CNNs, whose fast float path is onnxruntime's
-blocked layout (``benchmarks/results/sim_speed.md``).
+``session`` simulates at about float speed (:mod:`onnxq.sim.fast_session`: the exported
+weights and grids on onnxruntime's fully optimized float graph, with onnxq's FakeQuantize ops);
+``qdq_session`` runs the exported Q/DQ model with graph optimizations off, exactly what
+``_qdq.onnx`` gives in stock onnxruntime, at 2–3.5× float time on CNNs
+(``benchmarks/results/sim_speed.md``). The two differ only where a float summed in another
+order crosses a rounding boundary of the next quantizer.
 """
 
 from __future__ import annotations
@@ -151,6 +153,7 @@ class QuantizationSimModel:
         self.encodings: EncodingSet | None = None
         self._frozen: set[str] = set()
         self._session: Any = None
+        self._qdq_session: Any = None
 
     # -- calibration -----------------------------------------------------------------------------
 
@@ -187,7 +190,7 @@ class QuantizationSimModel:
                 kind = "params" if name in self.encodings.params else "activations"
                 getattr(fresh, kind)[name] = self.encodings[name]
         self.encodings = fresh
-        self._session = None
+        self._session = self._qdq_session = None
 
     # -- simulation ------------------------------------------------------------------------------
 
@@ -201,19 +204,50 @@ class QuantizationSimModel:
 
     @property
     def session(self) -> Any:
-        """An onnxruntime session of the simulated model."""
+        """An onnxruntime session of the simulated model, at about float speed.
+
+        Built as :mod:`onnxq.sim.fast_session` says: the Q/DQ model's weights and grids on
+        onnxruntime's fully optimized float graph, with onnxq's FakeQuantize ops. Its numbers
+        differ from :attr:`qdq_session`'s only where a float summed in another order crosses
+        a rounding boundary. Where that path cannot be built here (the reason is warned
+        once), this is :attr:`qdq_session`.
+        """
+        if self._session is None:
+            from onnxq.sim.fast_session import fast_simulation  # noqa: PLC0415
+
+            if self.encodings is None:
+                raise InvalidInputError(
+                    "no encodings yet: call compute_encodings or load_encodings"
+                )
+            fast = fast_simulation(self.model, self.encodings, self.threads)
+            if isinstance(fast, str):
+                warnings.warn(
+                    f"simulating with the exact Q/DQ session (slower): {fast}", stacklevel=2
+                )
+                self._session = self.qdq_session
+            else:
+                self._session = fast.session
+        return self._session
+
+    @property
+    def qdq_session(self) -> Any:
+        """The exported Q/DQ model in onnxruntime with graph optimizations off.
+
+        Exactly what ``<prefix>_qdq.onnx`` computes in stock onnxruntime (no fusion into
+        integer kernels), at 2–3.5× float time on CNNs.
+        """
         import onnxruntime as ort  # noqa: PLC0415
 
-        if self._session is None:
+        if self._qdq_session is None:
             so = ort.SessionOptions()
             # exactly the encodings' arithmetic: no fusion into integer kernels
             so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
             if self.threads:
                 so.intra_op_num_threads = self.threads
-            self._session = ort.InferenceSession(
+            self._qdq_session = ort.InferenceSession(
                 self.qdq_model().SerializeToString(), so, providers=["CPUExecutionProvider"]
             )
-        return self._session
+        return self._qdq_session
 
     # -- encodings in and out --------------------------------------------------------------------
 
@@ -239,7 +273,7 @@ class QuantizationSimModel:
         self.encodings.params.update(loaded.params)
         if freeze:
             self._frozen |= set(loaded)
-        self._session = None
+        self._session = self._qdq_session = None
 
     def set_and_freeze_param_encodings(self, encodings: Any) -> None:
         """Load and freeze the param encodings of a file (activations in it are ignored)."""

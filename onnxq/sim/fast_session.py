@@ -1,0 +1,301 @@
+"""The simulation at float speed: the Q/DQ model's arithmetic on onnxruntime's fastest float path.
+
+The exported Q/DQ model run with graph optimizations off computes exactly what the encodings
+say, but at 3–4× float time on CNNs: onnxruntime's fast CPU path is its blocked-channel
+(NCHWc) layout with fused Conv + activation kernels, and every QuantizeLinear/DequantizeLinear
+pair is an op that layout does not know, so each one costs a reorder to NCHW and back. This
+module builds the same simulation without those breaks.
+
+Rules of :func:`fast_simulation`:
+
+- params and quantized constants hold the values the Q/DQ model's DequantizeLinear (or fp16
+  ``Cast``) nodes produce, computed once by onnxruntime from the exported integers: bit for
+  bit the weights the Q/DQ model uses;
+- every encoded activation of the encodings is a graph output of the float model while
+  onnxruntime optimizes it at its highest level (a graph output survives every fusion under its
+  own name); the optimized graph is read back;
+- each encoded tensor then gets one onnxq ``FakeQuantize`` (the Q→DQ arithmetic, bit for bit,
+  on the ONNX type's integer range), read by every reader of the tensor. When the tensor comes
+  out of a ``ReorderOutput`` of the blocked layout and its encoding is per tensor, the
+  fake-quantization runs on the blocked tensor itself: per tensor, the layout does not change
+  any value, and the padding channels of a blocked tensor never reach a real channel (Conv
+  weights are zero there, pools and element-wise ops are per channel), so they may hold
+  anything finite;
+- the encodings the Q/DQ export adds for its backends (value-preserving outputs, the inside of
+  Conv + ReLU6) leave values unchanged, so they are not simulated twice;
+- the numbers differ from the Q/DQ model's only through the float kernels' summation order and
+  fusions between quantizers (a product rounded in another order can cross a rounding boundary
+  of the next quantizer); ``QuantizationSimModel.qdq_session`` is the exact one;
+- the optimized model is only valid on this machine and this onnxruntime; it lives in a
+  temporary folder while its session loads, and is never written out by onnxq.
+
+:func:`fast_simulation` returns None, with the reason, when it cannot be done here (onnxq's ops
+do not build, a model over 1 GiB, a per-channel activation encoding on a blocked tensor, a
+bfloat16 or float8 round trip); the caller then uses the exact Q/DQ session.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from onnxq.export.encodings_file import EncodingSet
+from onnxq.quantization.encoding import Encoding
+
+__all__ = ["FastSimulation", "fast_simulation"]
+
+NCHWC_DOMAIN = "com.microsoft.nchwc"
+_INT_RANGE = {
+    "int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767), "uint16": (0, 65535),
+    "int4": (-8, 7), "uint4": (0, 15),
+}  # fmt: skip
+
+
+class _Unsupported(Exception):
+    """The fast path cannot simulate this model here; the message says why."""
+
+
+@dataclass
+class FastSimulation:
+    """A session of the fast simulation and what it is made of."""
+
+    session: Any
+    quantizers: int
+    blocked: int  # of them, how many run on blocked (NCHWc) tensors
+
+
+def _fq_attrs(name: str, enc: Encoding) -> tuple[dict[str, int], np.ndarray, np.ndarray]:
+    """FakeQuantize attributes, scale and offset equal to the Q/DQ pair of ``enc``."""
+    if enc.dtype == "float":
+        if enc.float_format != "float16":
+            raise _Unsupported(f"tensor {name!r}: a {enc.float_format} round trip")
+        one = np.ones(1, np.float32)
+        return {"qmin": 0, "qmax": 0, "float16": 1}, one, np.zeros(1, np.float32)
+    if enc.enc_type not in ("PER_TENSOR", "PER_CHANNEL"):
+        raise _Unsupported(f"tensor {name!r}: a {enc.enc_type} activation encoding")
+    dtype = enc.onnx_dtype_name(None)
+    if dtype not in _INT_RANGE:
+        raise _Unsupported(f"tensor {name!r}: a {dtype} activation encoding")
+    qmin, qmax = _INT_RANGE[dtype]
+    attrs = {"qmin": qmin, "qmax": qmax}
+    if enc.enc_type == "PER_CHANNEL":
+        attrs["axis"] = int(enc.axis if enc.axis is not None else 1)
+    scale = np.asarray(enc.scale, np.float32).ravel()
+    # the kernel's offset is the negated ONNX zero point, on the type's own range
+    offset = -np.asarray(enc.zero_point(None), np.float32).ravel()
+    return attrs, scale, offset
+
+
+def _dequantized_constants(qdq: Any, encodings: EncodingSet) -> dict[str, np.ndarray]:
+    """The values of the Q/DQ model's quantized constants (params, constant operands), as its
+    own DequantizeLinear/Cast nodes give them."""
+    import onnx  # noqa: PLC0415
+    import onnxruntime as ort  # noqa: PLC0415
+    from onnx import helper  # noqa: PLC0415
+
+    inits = {t.name for t in qdq.graph.initializer}
+    nodes = [
+        n
+        for n in qdq.graph.node
+        if n.output
+        and n.output[0] in encodings
+        and n.op_type in ("DequantizeLinear", "Cast")
+        and all(i in inits for i in n.input if i)
+    ]
+    if not nodes:
+        return {}
+    needed = {i for n in nodes for i in n.input if i}
+    graph = helper.make_graph(
+        nodes,
+        "params",
+        [],
+        [helper.make_tensor_value_info(n.output[0], onnx.TensorProto.FLOAT, None) for n in nodes],
+        [t for t in qdq.graph.initializer if t.name in needed],
+    )
+    model = helper.make_model(graph, opset_imports=list(qdq.opset_import))
+    model.ir_version = qdq.ir_version
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    names = [n.output[0] for n in nodes]
+    return dict(zip(names, sess.run(names, {}), strict=True))
+
+
+def _float_model(model: Any, values: Mapping[str, np.ndarray]) -> Any:
+    """A copy of ``model`` whose params hold ``values``."""
+    import onnx  # noqa: PLC0415
+    from onnx import numpy_helper  # noqa: PLC0415
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for t in out.graph.initializer:
+        if t.name in values:
+            t.CopyFrom(numpy_helper.from_array(np.asarray(values[t.name], np.float32), t.name))
+    for node in out.graph.node:
+        if node.op_type == "Constant" and node.output[0] in values:
+            for a in node.attribute:
+                if a.name == "value":
+                    arr = np.asarray(values[node.output[0]], np.float32)
+                    a.t.CopyFrom(numpy_helper.from_array(arr, a.t.name))
+    return out
+
+
+def _insert_fake_quantizers(
+    graph: Any, quantizers: Mapping[str, Encoding], outputs: list[str]
+) -> int:
+    """Put a FakeQuantize on each encoded tensor of an optimized graph; returns how many blocked.
+
+    ``outputs`` are the model's own outputs, in order: the marks added for the optimization
+    are dropped.
+    """
+    from onnx import helper, numpy_helper  # noqa: PLC0415
+
+    producer = {o: n for n in graph.node for o in n.output}
+    inputs = {i.name for i in graph.input}
+    readers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    blocked = 0
+    after: dict[int, list[Any]] = {}  # id(producer) -> FakeQuantize nodes right after it
+    first: list[Any] = []  # on graph inputs
+    reorders_to_drop: list[Any] = []
+    for name, enc in quantizers.items():
+        if name not in producer and name not in inputs:
+            raise _Unsupported(f"tensor {name!r} is not in onnxruntime's optimized graph")
+        attrs, scale, offset = _fq_attrs(name, enc)
+        source, node = name, producer.get(name)
+        if (
+            node is not None
+            and node.domain == NCHWC_DOMAIN
+            and node.op_type == "ReorderOutput"
+            and not any(a.name == "channels_last" and a.i for a in node.attribute)
+        ):
+            if enc.enc_type == "PER_CHANNEL":
+                raise _Unsupported(f"tensor {name!r}: a per-channel encoding on a blocked tensor")
+            source = node.input[0]
+            blocked += 1
+            if name not in outputs and not readers.get(name):
+                reorders_to_drop.append(node)  # only there to make the mark
+        target = f"{source}_fq"
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(scale, f"{target}_scale"),
+                numpy_helper.from_array(offset, f"{target}_offset"),
+            ]
+        )
+        fq = helper.make_node(
+            "FakeQuantize",
+            [source, f"{target}_scale", f"{target}_offset"],
+            [target],
+            name=f"{target}_node",
+            domain="onnxq",
+            **attrs,
+        )
+        for reader in readers.get(source, []):
+            for i, inp in enumerate(reader.input):
+                if inp == source:
+                    reader.input[i] = target
+        src_node = producer.get(source)
+        if src_node is None:
+            first.append(fq)
+        else:
+            after.setdefault(id(src_node), []).append(fq)
+        if source == name and name in outputs:
+            # a model output quantized in place: the FakeQuantize writes the output's name
+            src_node.output[list(src_node.output).index(name)] = f"{name}_float"
+            fq.input[0] = f"{name}_float"
+            fq.output[0] = name
+            for reader in readers.get(name, []):
+                for i, inp in enumerate(reader.input):
+                    if inp == target:
+                        reader.input[i] = name
+    dropped = {id(n) for n in reorders_to_drop}
+    order = list(first)
+    for node in graph.node:
+        if id(node) in dropped:
+            continue
+        order.append(node)
+        order += after.get(id(node), [])
+    del graph.node[:]
+    graph.node.extend(order)
+    kept = {o.name: o for o in graph.output}
+    del graph.output[:]
+    graph.output.extend(kept[o] for o in outputs)
+    return blocked
+
+
+def fast_simulation(
+    model: Any, encodings: EncodingSet, threads: int | None = None
+) -> FastSimulation | str:
+    """A session simulating ``encodings`` on ``model`` at float speed, or why there is none.
+
+    Parameters
+    ----------
+    model
+        The float ``ModelProto`` the encodings were computed on (not modified).
+    encodings
+        Its encodings.
+    threads
+        onnxruntime intra-op threads.
+    """
+    import onnx  # noqa: PLC0415
+    import onnxruntime as ort  # noqa: PLC0415
+    from onnx import TensorProto, helper  # noqa: PLC0415
+
+    from onnxq.calibrate.layout import optimize_graph  # noqa: PLC0415
+    from onnxq.calibrate.native import KernelBuildError, kernel_library  # noqa: PLC0415
+    from onnxq.export.qdq import to_qdq  # noqa: PLC0415
+
+    try:
+        library = kernel_library()
+    except KernelBuildError as err:
+        return str(err)
+    graph_inputs = {i.name for i in model.graph.input}
+    # constants (initializers, Constant nodes) get their grid values once, not a quantizer
+    produced = {o for n in model.graph.node if n.op_type != "Constant" for o in n.output}
+    quantizers = {
+        n: e
+        for n, e in encodings.activations.items()
+        if (e.dtype == "int" or e.float_format is not None) and (n in produced or n in graph_inputs)
+    }
+    try:
+        for name, enc in quantizers.items():
+            _fq_attrs(name, enc)
+    except _Unsupported as why:
+        return str(why)
+    float_model = _float_model(model, _dequantized_constants(to_qdq(model, encodings), encodings))
+    outputs = [o.name for o in model.graph.output]
+    marks = onnx.ModelProto()
+    marks.graph.output.extend(
+        helper.make_tensor_value_info(n, TensorProto.FLOAT, None)
+        for n in quantizers
+        if n not in outputs and n not in graph_inputs
+    )
+    with tempfile.TemporaryDirectory(prefix="onnxq-sim-") as tmp:
+        optimized = optimize_graph(float_model, threads, Path(tmp), marks.SerializeToString())
+        if optimized is None:
+            return "the model is over 1 GiB"
+        try:
+            blocked = _insert_fake_quantizers(optimized.graph, quantizers, outputs)
+        except _Unsupported as why:
+            return str(why)
+        if not any(o.domain == "onnxq" for o in optimized.opset_import):
+            optimized.opset_import.append(helper.make_opsetid("onnxq", 1))
+        path = Path(tmp) / "simulation.onnx"
+        onnx.save(optimized, str(path))
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        so.register_custom_ops_library(str(library))
+        # already optimized for this machine: optimizing again would only undo the marks' work
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        if threads:
+            so.intra_op_num_threads = threads
+        session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return FastSimulation(session, len(quantizers), blocked)
