@@ -9,16 +9,20 @@ activation that way costs more than the inference itself.
 
 Rules of :func:`optimize_for_observation`:
 
-- the observed tensors are made graph outputs of the float model and onnxruntime optimizes
-  it at its highest level (graph outputs survive every fusion under their own names); the
-  optimized graph is read back;
-- a graph output produced by a ``ReorderOutput`` from the blocked layout is, for a
-  per-tensor observer, replaced by the blocked tensor itself when that tensor has no padding
+- each observed tensor gets a reader of its own, an ``Identity`` whose output is a graph
+  output, and onnxruntime optimizes the float model at its highest level: the tensor
+  survives every fusion (it has two readers now), while its other readers keep the layout
+  onnxruntime picks for them. (Marking the tensor itself as a graph output also blocks the
+  fusions, but onnxruntime then computes its readers in NCHW: on efflite0 each residual Add
+  left the blocked layout and its Conv read NCHW input, 40 % slower.) The optimized graph is
+  read back and the marks removed;
+- an observed tensor that comes out of a ``ReorderOutput`` from the blocked layout is, for a
+  per-tensor observer, read on the blocked tensor itself when that tensor has no padding
   channels (its Conv's padded output channels equal the reorder's ``channels``) — it then
   holds exactly the same values, only in another order, so per-tensor min, max and
   histogram are unchanged. Otherwise (per-channel observers, padded channels, producers
-  other than a blocked Conv or what passes its channels through, other consumers of the NCHW
-  tensor) the reorder stays and the observer reads the NCHW tensor;
+  other than a blocked Conv or what passes its channels through) the observer reads the
+  NCHW tensor. A reorder that only fed a mark is removed;
 - the result is only valid on this machine and this onnxruntime (onnxruntime says so when it
   saves the model); it is built for one calibration run and never written out by onnxq.
 """
@@ -37,6 +41,8 @@ __all__ = ["Optimized", "nchwc_block_size", "optimize_for_observation", "optimiz
 NCHWC_DOMAIN = "com.microsoft.nchwc"
 # onnxruntime serializes a ModelProto to one protobuf: leave larger models as they are
 _MAX_BYTES = 1 << 30
+# suffix of the Identity outputs that keep observed tensors alive through optimization
+_MARK = "__onnxq_mark"
 
 
 @dataclass
@@ -131,7 +137,12 @@ def nchwc_block_size() -> int | None:
 
 
 def optimize_for_observation(
-    model: Any, per_tensor: Iterable[str], per_channel: Iterable[str], threads: int | None
+    model: Any,
+    per_tensor: Iterable[str],
+    per_channel: Iterable[str],
+    threads: int | None,
+    *,
+    padding_ok: bool = False,
 ) -> Optimized | None:
     """Optimize ``model`` with the observed tensors kept; None when it cannot be done here.
 
@@ -143,6 +154,9 @@ def optimize_for_observation(
         Names of the tensors observed per tensor and per channel.
     threads
         onnxruntime intra-op threads (only affects the optimization's own session).
+    padding_ok
+        Read a blocked tensor even when it has padding channels (an element-wise op on it is
+        harmless: padding never reaches a real channel; statistics would count it).
     """
     import onnx  # noqa: PLC0415
     from onnx import TensorProto, helper  # noqa: PLC0415
@@ -150,12 +164,21 @@ def optimize_for_observation(
     per_tensor, per_channel = list(per_tensor), list(per_channel)
     outputs = [o.name for o in model.graph.output]
     inputs = {i.name for i in model.graph.input}
+    produced = {o for n in model.graph.node for o in n.output}
+    # each observed tensor gets a reader of its own, an Identity whose output is a graph
+    # output: the tensor then survives every fusion (two readers), and its other readers keep
+    # the layout onnxruntime picks for them
     marked = onnx.ModelProto()
-    marked.graph.output.extend(
-        helper.make_tensor_value_info(name, TensorProto.FLOAT, None)
-        for name in per_tensor + per_channel
-        if name not in outputs and name not in inputs
-    )
+    for name in per_tensor + per_channel:
+        if name in outputs or name in inputs:
+            continue
+        if name not in produced:  # a constant: kept as a graph output, read as it is
+            marked.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+            continue
+        marked.graph.node.append(helper.make_node("Identity", [name], [name + _MARK]))
+        marked.graph.output.append(
+            helper.make_tensor_value_info(name + _MARK, TensorProto.FLOAT, None)
+        )
     tmp = tempfile.TemporaryDirectory(prefix="onnxq-observe-")
     optimized = optimize_graph(model, threads, Path(tmp.name), marked.SerializeToString())
     if optimized is None:
@@ -163,6 +186,12 @@ def optimize_for_observation(
         return None
     graph = optimized.graph
 
+    # the marks go; what each one read is where its tensor's values are
+    read_by_mark: dict[str, str] = {}
+    for node in list(graph.node):
+        if node.op_type == "Identity" and node.output[0].endswith(_MARK):
+            read_by_mark[node.output[0][: -len(_MARK)]] = node.input[0]
+            graph.node.remove(node)
     producer = {out: node for node in graph.node for out in node.output}
     dims = {t.name: list(t.dims) for t in graph.initializer}
     readers: dict[str, int] = {}
@@ -183,28 +212,35 @@ def optimize_for_observation(
         weight = dims.get(node.input[1])
         return int(weight[0]) if weight else None
 
-    sources = {name: name for name in per_tensor + per_channel}
-    dropped = []
+    sources = {name: read_by_mark.get(name, name) for name in per_tensor + per_channel}
     for name in per_tensor:
-        node = producer.get(name)
-        if (
-            node is None
-            or node.domain != NCHWC_DOMAIN
-            or node.op_type != "ReorderOutput"
-            or name in outputs
-            or readers.get(name, 0)
-        ):
+        if name in outputs:
+            continue
+        node = producer.get(sources[name])
+        if node is None or node.domain != NCHWC_DOMAIN or node.op_type != "ReorderOutput":
             continue
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        # padding channels would add values the tensor does not have: keep the reorder then
-        if attrs.get("channels_last", 0) or padded_channels(node.input[0]) != attrs.get("channels"):
+        if attrs.get("channels_last", 0):
+            continue
+        # padding channels would add values the tensor does not have
+        if not padding_ok and padded_channels(node.input[0]) != attrs.get("channels"):
             continue
         sources[name] = node.input[0]
-        dropped.append(node)
+    # reorders nothing reads any more (they only fed a mark)
+    kept_outputs = set(outputs)
+    used = {name for node in graph.node for name in node.input} | set(sources.values())
+    dropped = [
+        n
+        for n in graph.node
+        if n.domain == NCHWC_DOMAIN
+        and n.op_type == "ReorderOutput"
+        and n.output[0] not in used
+        and n.output[0] not in kept_outputs
+    ]
     for node in dropped:
         graph.node.remove(node)
     # back to the model's own outputs; observers add theirs
-    kept = [o for o in graph.output if o.name in outputs]
+    kept = [o for o in graph.output if o.name in kept_outputs]
     del graph.output[:]
     graph.output.extend(kept)
     return Optimized(optimized, sources, len(dropped), Path(tmp.name), tmp)

@@ -11,9 +11,9 @@ Rules of :func:`fast_simulation`:
 - params and quantized constants hold the values the Q/DQ model's DequantizeLinear (or fp16
   ``Cast``) nodes produce, computed once by onnxruntime from the exported integers: bit for
   bit the weights the Q/DQ model uses;
-- every encoded activation of the encodings is a graph output of the float model while
-  onnxruntime optimizes it at its highest level (a graph output survives every fusion under its
-  own name); the optimized graph is read back;
+- onnxruntime optimizes the float model at its highest level with every encoded activation
+  kept apart from fusions (:func:`onnxq.calibrate.layout.optimize_for_observation`: a reader
+  of its own while optimizing); the optimized graph is read back;
 - each encoded tensor then gets one onnxq ``FakeQuantize`` (the Q→DQ arithmetic, bit for bit,
   on the ONNX type's integer range), read by every reader of the tensor. When the tensor comes
   out of a ``ReorderOutput`` of the blocked layout and its encoding is per tensor, the
@@ -36,10 +36,8 @@ bfloat16 or float8 round trip); the caller then uses the exact Q/DQ session.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -147,12 +145,12 @@ def _float_model(model: Any, values: Mapping[str, np.ndarray]) -> Any:
 
 
 def _insert_fake_quantizers(
-    graph: Any, quantizers: Mapping[str, Encoding], outputs: list[str]
+    graph: Any, quantizers: Mapping[str, Encoding], sources: Mapping[str, str], outputs: list[str]
 ) -> int:
     """Put a FakeQuantize on each encoded tensor of an optimized graph; returns how many blocked.
 
-    ``outputs`` are the model's own outputs, in order: the marks added for the optimization
-    are dropped.
+    ``sources`` names, per encoded tensor, the tensor of the optimized graph that holds its
+    values (the blocked one where the layout allows); ``outputs`` are the model's outputs.
     """
     from onnx import helper, numpy_helper  # noqa: PLC0415
 
@@ -165,24 +163,29 @@ def _insert_fake_quantizers(
     blocked = 0
     after: dict[int, list[Any]] = {}  # id(producer) -> FakeQuantize nodes right after it
     first: list[Any] = []  # on graph inputs
-    reorders_to_drop: list[Any] = []
     for name, enc in quantizers.items():
-        if name not in producer and name not in inputs:
-            raise _Unsupported(f"tensor {name!r} is not in onnxruntime's optimized graph")
         attrs, scale, offset = _fq_attrs(name, enc)
-        source, node = name, producer.get(name)
+        source = sources.get(name, name)
+        node = producer.get(source)
         if (
-            node is not None
+            source == name
+            and name in outputs
+            and node is not None
             and node.domain == NCHWC_DOMAIN
             and node.op_type == "ReorderOutput"
-            and not any(a.name == "channels_last" and a.i for a in node.attribute)
+            and enc.enc_type == "PER_TENSOR"
         ):
-            if enc.enc_type == "PER_CHANNEL":
-                raise _Unsupported(f"tensor {name!r}: a per-channel encoding on a blocked tensor")
-            source = node.input[0]
+            source = node.input[0]  # a model output out of the blocked layout
+            node = producer.get(source)
+        if source not in producer and source not in inputs:
+            raise _Unsupported(f"tensor {name!r} is not in onnxruntime's optimized graph")
+        if source != name:
             blocked += 1
-            if name not in outputs and not readers.get(name):
-                reorders_to_drop.append(node)  # only there to make the mark
+        elif node is not None and node.domain == NCHWC_DOMAIN and node.op_type == "ReorderOutput":
+            # per channel on a tensor also read in the blocked layout: those readers would
+            # miss the quantization
+            if len(readers.get(node.input[0], [])) > 1:
+                raise _Unsupported(f"tensor {name!r}: a per-channel encoding on a blocked tensor")
         target = f"{source}_fq"
         graph.initializer.extend(
             [
@@ -202,32 +205,25 @@ def _insert_fake_quantizers(
             for i, inp in enumerate(reader.input):
                 if inp == source:
                     reader.input[i] = target
-        src_node = producer.get(source)
-        if src_node is None:
+        if node is None:
             first.append(fq)
         else:
-            after.setdefault(id(src_node), []).append(fq)
+            after.setdefault(id(node), []).append(fq)
         if source == name and name in outputs:
             # a model output quantized in place: the FakeQuantize writes the output's name
-            src_node.output[list(src_node.output).index(name)] = f"{name}_float"
+            node.output[list(node.output).index(name)] = f"{name}_float"
             fq.input[0] = f"{name}_float"
             fq.output[0] = name
             for reader in readers.get(name, []):
                 for i, inp in enumerate(reader.input):
                     if inp == target:
                         reader.input[i] = name
-    dropped = {id(n) for n in reorders_to_drop}
     order = list(first)
     for node in graph.node:
-        if id(node) in dropped:
-            continue
         order.append(node)
         order += after.get(id(node), [])
     del graph.node[:]
     graph.node.extend(order)
-    kept = {o.name: o for o in graph.output}
-    del graph.output[:]
-    graph.output.extend(kept[o] for o in outputs)
     return blocked
 
 
@@ -247,9 +243,9 @@ def fast_simulation(
     """
     import onnx  # noqa: PLC0415
     import onnxruntime as ort  # noqa: PLC0415
-    from onnx import TensorProto, helper  # noqa: PLC0415
+    from onnx import helper  # noqa: PLC0415
 
-    from onnxq.calibrate.layout import optimize_graph  # noqa: PLC0415
+    from onnxq.calibrate.layout import optimize_for_observation  # noqa: PLC0415
     from onnxq.calibrate.native import KernelBuildError, kernel_library  # noqa: PLC0415
     from onnxq.export.qdq import to_qdq  # noqa: PLC0415
 
@@ -272,30 +268,34 @@ def fast_simulation(
         return str(why)
     float_model = _float_model(model, _dequantized_constants(to_qdq(model, encodings), encodings))
     outputs = [o.name for o in model.graph.output]
-    marks = onnx.ModelProto()
-    marks.graph.output.extend(
-        helper.make_tensor_value_info(n, TensorProto.FLOAT, None)
-        for n in quantizers
-        if n not in outputs and n not in graph_inputs
+    per_channel = [
+        n for n, e in quantizers.items() if e.dtype == "int" and e.enc_type != "PER_TENSOR"
+    ]
+    per_tensor = [n for n in quantizers if n not in set(per_channel)]
+    # the blocked tensor may carry padding channels: harmless to an element-wise op
+    marked = optimize_for_observation(
+        float_model, per_tensor, per_channel, threads, padding_ok=True
     )
-    with tempfile.TemporaryDirectory(prefix="onnxq-sim-") as tmp:
-        optimized = optimize_graph(float_model, threads, Path(tmp), marks.SerializeToString())
-        if optimized is None:
-            return "the model is over 1 GiB"
+    if marked is None:
+        return "the model is over 1 GiB"
+    try:
+        optimized = marked.model
         try:
-            blocked = _insert_fake_quantizers(optimized.graph, quantizers, outputs)
+            blocked = _insert_fake_quantizers(optimized.graph, quantizers, marked.sources, outputs)
         except _Unsupported as why:
             return str(why)
         if not any(o.domain == "onnxq" for o in optimized.opset_import):
             optimized.opset_import.append(helper.make_opsetid("onnxq", 1))
-        path = Path(tmp) / "simulation.onnx"
+        path = marked.folder / "simulation.onnx"
         onnx.save(optimized, str(path))
         so = ort.SessionOptions()
         so.log_severity_level = 3
         so.register_custom_ops_library(str(library))
-        # already optimized for this machine: optimizing again would only undo the marks' work
+        # already optimized for this machine: optimizing again would only undo the work
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         if threads:
             so.intra_op_num_threads = threads
         session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    finally:
+        marked.cleanup()
     return FastSimulation(session, len(quantizers), blocked)
