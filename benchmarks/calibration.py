@@ -9,6 +9,10 @@ such a model (the input and every node output except a Conv's feeding its Clip, 
 hardware fuses). Each measurement runs in a process of its own so peak RSS is its own; float
 inference and calibration alternate, five times each, and the medians are kept.
 
+Issue 6 holds a fresh ``QuantizationSimModel``'s ``compute_encodings`` (htp_v73 placement:
+weights fake-quantized first, then the activations observed) to the same targets, measured
+the same way; the sim's construction (placement) is recorded apart as ``setup_seconds``.
+
 Run: ``python -m benchmarks.calibration`` (writes results/calibration.json).
 """
 
@@ -29,6 +33,8 @@ RESULTS = Path(__file__).parent / "results"
 SAMPLES, BATCH, THREADS = 64, 8, 2
 ROUNDS = 5  # each case alternates with the others this many times; medians are kept
 CASES = [("fp32", None), ("tf", True), ("tf", False), ("tf_enhanced", True), ("percentile", True)]
+# issue 6: a fresh QuantizationSimModel's compute_encodings (htp_v73 placement, params too)
+CASES += [("sim:tf", True), ("sim:tf_enhanced", True)]
 
 
 def model_and_positions() -> tuple[Any, list[str], Any]:
@@ -62,8 +68,19 @@ def measure(case: str, native: bool | None) -> dict[str, Any]:
 
     model, positions, zm = model_and_positions()
     feeds = list(zm.feeds("calib", BATCH))[: SAMPLES // BATCH]
+    setup = 0.0
     start = time.perf_counter()
-    if case == "fp32":
+    if case.startswith("sim:"):
+        import onnxq  # noqa: PLC0415
+
+        sim = onnxq.QuantizationSimModel(
+            model, quant_scheme=case[4:], config_file="htp_v73", threads=THREADS
+        )
+        setup = time.perf_counter() - start
+        start = time.perf_counter()
+        sim.compute_encodings(feeds)
+        positions = [q.tensor for q in sim.placement.enabled("activation")]
+    elif case == "fp32":
         so = ort.SessionOptions()
         so.intra_op_num_threads = THREADS
         sess = ort.InferenceSession(model.SerializeToString(), so)
@@ -76,7 +93,12 @@ def measure(case: str, native: bool | None) -> dict[str, Any]:
             est.compute(8)
     seconds = time.perf_counter() - start
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"seconds": seconds, "peak_rss_mb": peak_mb, "observed": len(positions)}
+    return {
+        "seconds": seconds,
+        "setup_seconds": setup,
+        "peak_rss_mb": peak_mb,
+        "observed": len(positions),
+    }
 
 
 def _run(case: str, native: bool | None) -> dict[str, Any]:
@@ -94,6 +116,12 @@ def _run(case: str, native: bool | None) -> dict[str, Any]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _key(case: str, native: bool | None) -> str:
+    if case.startswith("sim:"):
+        return f"compute_encodings-{case[4:]}"
+    return case if native is None else f"{case}-{'native' if native else 'plain'}"
+
+
 def main() -> dict[str, Any]:
     import onnxruntime as ort  # noqa: PLC0415
 
@@ -103,13 +131,18 @@ def main() -> dict[str, Any]:
     runs: dict[str, list[dict[str, Any]]] = {}
     for _ in range(ROUNDS):
         for case, native in CASES:
-            key = case if native is None else f"{case}-{'native' if native else 'plain'}"
+            key = _key(case, native)
             runs.setdefault(key, []).append(_run(case, native))
     summary = {
         key: {
             "seconds": round(statistics.median(r["seconds"] for r in rs), 3),
             "peak_rss_mb": round(statistics.median(r["peak_rss_mb"] for r in rs), 1),
             "all_seconds": [round(r["seconds"], 3) for r in rs],
+            **(
+                {"setup_seconds": round(statistics.median(r["setup_seconds"] for r in rs), 3)}
+                if key.startswith("compute_encodings")
+                else {}
+            ),
         }
         for key, rs in runs.items()
     }
@@ -125,6 +158,7 @@ def main() -> dict[str, Any]:
         "batch": BATCH,
         "threads": THREADS,
         "observed_tensors": runs["tf-native"][0]["observed"],
+        "sim_activation_quantizers": runs["compute_encodings-tf"][0]["observed"],
         "results": summary,
     }
     RESULTS.mkdir(exist_ok=True)

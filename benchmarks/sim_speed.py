@@ -16,7 +16,8 @@ timed side by side in one process, alternating, medians of 5 rounds over the eva
 
 Recorded: time ÷ float time, and each variant's largest and mean difference from ``exact``
 in steps of each output's encoding, with the share of output values that differ at all.
-Also ``compute_encodings`` on efflite0 with 64 samples against one float pass over them.
+(``compute_encodings``' cost is measured by :mod:`benchmarks.calibration`, against the
+calibration engine's targets.)
 
 Run: ``python -m benchmarks.sim_speed``; writes ``results/sim_speed.json`` and ``.md``.
 """
@@ -116,38 +117,6 @@ def measure(name: str) -> dict[str, Any]:
     return row
 
 
-def calibration_cost() -> dict[str, float]:
-    """``compute_encodings`` of a fresh sim on efflite0, 64 samples, against one float pass."""
-    import onnxruntime as ort  # noqa: PLC0415
-
-    import onnxq  # noqa: PLC0415
-
-    model, zm = _folded("efflite0")
-    feeds = list(zm.feeds("calib", BATCH))[:8]
-    float_sess = ort.InferenceSession(
-        model.SerializeToString(), _options(ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
-    )
-    result: dict[str, list[float]] = {"float": [], "tf": [], "tf_enhanced": []}
-    for _ in range(3):
-        start = time.perf_counter()
-        for f in feeds:
-            float_sess.run(None, f)
-        result["float"].append(time.perf_counter() - start)
-        for scheme in ("tf", "tf_enhanced"):
-            sim = onnxq.QuantizationSimModel(
-                model, quant_scheme=scheme, config_file="htp_v73", threads=THREADS
-            )
-            start = time.perf_counter()
-            sim.compute_encodings(feeds)
-            result[scheme].append(time.perf_counter() - start)
-    med = {k: statistics.median(v) for k, v in result.items()}
-    return {
-        "float_s": med["float"],
-        "tf_ratio": med["tf"] / med["float"],
-        "tf_enhanced_ratio": med["tf_enhanced"] / med["float"],
-    }
-
-
 def main() -> None:
     import onnxruntime  # noqa: PLC0415
 
@@ -155,14 +124,10 @@ def main() -> None:
     for name in MODELS:
         rows.append(measure(name))
         print(json.dumps(rows[-1]), flush=True)
-    calib = calibration_cost()
-    print(json.dumps(calib), flush=True)
     meta = {"machine": platform.machine(), "onnxruntime": onnxruntime.__version__,
             "threads": THREADS, "batch": BATCH, "rounds": ROUNDS}  # fmt: skip
     OUT.parent.mkdir(exist_ok=True)
-    OUT.with_suffix(".json").write_text(
-        json.dumps({"meta": meta, "rows": rows, "compute_encodings": calib}, indent=1) + "\n"
-    )
+    OUT.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
     lines = [
         "# Simulation speed (time ÷ float time) and Q/DQ under onnxruntime's optimizations",
         "",
@@ -183,12 +148,6 @@ def main() -> None:
             f"| {q['qdq_default']:.2f} "
             f"| {r['qdq_default_steps_max']:.1f} / {r['qdq_default_steps_mean']:.3f} |"
         )
-    lines += [
-        "",
-        f"compute_encodings on efflite0, 64 samples: tf {calib['tf_ratio']:.2f}×, "
-        f"tf_enhanced {calib['tf_enhanced_ratio']:.2f}× one float pass "
-        f"({calib['float_s']:.2f} s).",
-    ]
     OUT.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
