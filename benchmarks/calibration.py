@@ -22,12 +22,12 @@ import json
 import platform
 import resource
 import statistics
-import subprocess
-import sys
 import time
 import warnings
 from pathlib import Path
 from typing import Any
+
+from benchmarks.isolated import run_alone
 
 RESULTS = Path(__file__).parent / "results"
 SAMPLES, BATCH, THREADS = 64, 8, 2
@@ -102,18 +102,7 @@ def measure(case: str, native: bool | None) -> dict[str, Any]:
 
 
 def _run(case: str, native: bool | None) -> dict[str, Any]:
-    code = (
-        "import json, sys; from benchmarks.calibration import measure; "
-        f"print(json.dumps(measure({case!r}, {native!r})))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=Path(__file__).parents[1],
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_alone("benchmarks.calibration", f"measure({case!r}, {native!r})")
 
 
 def _key(case: str, native: bool | None) -> str:

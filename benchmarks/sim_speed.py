@@ -28,14 +28,14 @@ from __future__ import annotations
 import json
 import platform
 import statistics
-import subprocess
-import sys
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from benchmarks.isolated import run_alone
 
 OUT = Path(__file__).parent / "results" / "sim_speed"
 MODELS = ("efflite0", "orient", "ppocr_cls", "minilm", "vad")
@@ -128,32 +128,12 @@ def measure(name: str) -> dict[str, Any]:
     return row
 
 
-def _measure_alone(name: str) -> dict[str, Any]:
-    """``measure`` in a fresh process, as :mod:`benchmarks.calibration` runs its cases.
-
-    Measured in one process after efflite0, orient's simulation took 2.1-2.3x float time,
-    against 1.4x alone.
-    """
-    code = (
-        "import json; from benchmarks.sim_speed import measure; "
-        f"print(json.dumps(measure({name!r})))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=Path(__file__).parents[1],
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     import onnxruntime  # noqa: PLC0415
 
     rows = []
     for name in MODELS:
-        rows.append(_measure_alone(name))
+        rows.append(run_alone("benchmarks.sim_speed", f"measure({name!r})"))
         print(json.dumps(rows[-1]), flush=True)
     meta = {"machine": platform.machine(), "onnxruntime": onnxruntime.__version__,
             "threads": THREADS, "batch": BATCH, "rounds": ROUNDS}  # fmt: skip
