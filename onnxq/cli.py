@@ -12,16 +12,33 @@ Subcommands::
     onnxq encodings convert IN OUT --to {0.6.1,1.0.0,2.0.0} [--model MODEL.onnx]
           [--default-axis N] [--activations-as {unsigned,signed,keep}]
 
-Errors print one line, ``onnxq: error: ...``, and exit with status 2.
+    onnxq quantize MODEL.onnx -o OUTDIR [--calib DATA] [--config htp_v73] ...
+    onnxq check MODEL_qdq.onnx | MODEL.onnx --encodings FILE [--calib DATA] [--htp 73] ...
+    onnxq inspect MODEL.onnx [--config htp_v73]
+
+Every command takes ``--json`` (machine-readable output on stdout), ``--quiet`` (no progress
+bars or notes), ``--debug`` (tracebacks) and ``--log-level``.
+
+Exit status:
+
+- 0: done (``check``: every threshold met);
+- 1: ``check`` ran but the model failed a gate (a threshold missed, nodes the HTP rejects);
+- 2: bad input or usage: the one-line ``onnxq: error: ...`` names the file, input or tensor
+  and says what to do;
+- 3: an internal error (a bug): one line, the traceback with ``--debug``;
+- 130: interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import logging
 import os
 import sys
-from collections.abc import Sequence
+import traceback
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from onnxq._version import __version__
@@ -35,6 +52,9 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"onnxq {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = _common_options()
+    for name in _JOB_COMMANDS:
+        importlib.import_module(f"onnxq.commands.{name}").register(sub, common)
 
     demo = sub.add_parser(
         "demo",
@@ -74,7 +94,8 @@ def _build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--external-data", action="store_true", help="store weights in OUT.onnx.data")
     prep.add_argument("--json", action="store_true", help="print the summary as JSON")
 
-    sub.add_parser("configs", help="list the shipped hardware configs")
+    configs = sub.add_parser("configs", help="list the shipped hardware configs")
+    configs.add_argument("--json", action="store_true", help="print the list as JSON")
 
     cfg = sub.add_parser("config", help="show or check a hardware config")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")
@@ -83,14 +104,17 @@ def _build_parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true", help="print it in AIMET's JSON form")
     check = cfg_sub.add_parser("check", help="validate a config file")
     check.add_argument("config")
+    check.add_argument("--json", action="store_true", help="print the result as JSON")
 
     enc = sub.add_parser("encodings", help="inspect or convert AIMET .encodings files")
     enc_sub = enc.add_subparsers(dest="encodings_command", required=True, metavar="ACTION")
     eshow = enc_sub.add_parser("show", help="summarize an encodings file")
     eshow.add_argument("file")
+    eshow.add_argument("--json", action="store_true", help="print the summary as JSON")
     conv = enc_sub.add_parser("convert", help="convert between versions 0.6.1, 1.0.0, 2.0.0")
     conv.add_argument("input")
     conv.add_argument("output")
+    conv.add_argument("--json", action="store_true", help="print the result as JSON")
     conv.add_argument(
         "--to", required=True, choices=["0.6.1", "1.0.0", "2.0.0"], help="version to write"
     )
@@ -109,28 +133,108 @@ def _build_parser() -> argparse.ArgumentParser:
     return p
 
 
+EXIT_OK, EXIT_GATE_FAILED, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+# job commands, each a module of onnxq.commands (imported when the parser is built: they
+# import nothing heavy at module level)
+_JOB_COMMANDS = ("quantize", "check", "inspect")
+
+
+def _common_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    g = common.add_argument_group("output")
+    g.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress bars or notes")
+    g.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    g.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        default=None,
+        help="logging level on stderr (default warning; info without --quiet for jobs)",
+    )
+    return common
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``onnxq`` console script."""
     args = _build_parser().parse_args(argv)
+    debug = getattr(args, "debug", False)
+    restore = _configure_logging(args)
     try:
         return _dispatch(args)
     except OnnxqError as err:
+        if debug:
+            traceback.print_exc()
         print(f"onnxq: error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("onnxq: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         # the reader went away (`onnxq configs | head`): stop quietly, as Unix tools do
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 1
+    except Exception as err:  # the last line of defence: one line, not a dump
+        if debug:
+            traceback.print_exc()
+        first = str(err).splitlines()[0] if str(err) else ""
+        print(
+            f"onnxq: internal error: {type(err).__name__}: {first} (rerun with --debug for "
+            "the traceback, and please report it)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
+    finally:
+        restore()
+
+
+def _configure_logging(args: argparse.Namespace) -> Callable[[], None]:
+    """Log records and Python warnings go to stderr as one line each: ``onnxq: level: msg``.
+
+    Returns a function that puts the previous logging set-up back (``main`` may be called
+    in-process, by tests or by a Python caller).
+    """
+    import warnings  # noqa: PLC0415
+
+    level = getattr(args, "log_level", None)
+    if level is None:
+        quiet = getattr(args, "quiet", False)
+        level = "info" if args.command in _JOB_COMMANDS and not quiet else "warning"
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_OneLineFormatter())
+    root, ours = logging.getLogger(), logging.getLogger("onnxq")
+    saved = (root.handlers[:], root.level, ours.level, warnings.formatwarning)
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)  # other libraries stay quiet
+    ours.setLevel(level.upper())
+    logging.captureWarnings(True)
+    warnings.formatwarning = lambda message, *a, **k: str(message)  # type: ignore[assignment]
+
+    def restore() -> None:
+        logging.captureWarnings(False)
+        root.handlers[:], _, _, warnings.formatwarning = saved
+        root.setLevel(saved[1])
+        ours.setLevel(saved[2])
+
+    return restore
+
+
+class _OneLineFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        text = " ".join(record.getMessage().split())  # one line, whatever the message holds
+        return f"onnxq: {record.levelname.lower()}: {text}"
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.command in _JOB_COMMANDS:
+        return importlib.import_module(f"onnxq.commands.{args.command}").run(args)
     if args.command == "demo":
         return _demo(args)
     if args.command == "prepare":
         return _prepare(args)
     if args.command == "configs":
-        return _configs()
+        return _configs(args)
     if args.command == "config":
         return _config(args)
     return _encodings(args)
@@ -199,17 +303,30 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _configs() -> int:
+def _configs(args: argparse.Namespace) -> int:
     from onnxq.sim.hwconfig import available_configs, load_config  # noqa: PLC0415
 
+    rows = []
     for name in available_configs():
         c = load_config(name)
         per_ch = [op for op in c.op_types if c.per_channel(op)]
+        rows.append(
+            {
+                "name": name,
+                "hw_version": c.defaults.hw_version,
+                "per_channel": per_ch,
+                "supergroups": len(c.supergroups),
+            }
+        )
+        if args.json:
+            continue
         print(
             f"{name:<12} hw_version={c.defaults.hw_version or '-':<4} "
             f"per-channel: {', '.join(per_ch) or 'none':<40} "
             f"supergroups: {len(c.supergroups)}"
         )
+    if args.json:
+        print(json.dumps(rows, indent=2))
     return 0
 
 
@@ -218,6 +335,10 @@ def _config(args: argparse.Namespace) -> int:
 
     c = load_config(args.config)
     if args.config_command == "check":
+        if args.json:
+            info = {"path": str(c.path), "valid": True, "op_types": len(c.op_types)}
+            print(json.dumps(info | {"supergroups": len(c.supergroups)}, indent=2))
+            return 0
         print(f"{c.path}: valid ({len(c.op_types)} op types, {len(c.supergroups)} supergroups)")
         return 0
     if args.json:
@@ -262,6 +383,11 @@ def _encodings(args: argparse.Namespace) -> int:
         for _, e in s.items():
             key = f"{e.enc_type.lower()} {e.onnx_dtype_name()}"
             kinds[key] = kinds.get(key, 0) + 1
+        if args.json:
+            info = {"file": args.file, "version": s.version}
+            info |= {"activations": len(s.activations), "params": len(s.params)}
+            print(json.dumps(info | {"kinds": dict(sorted(kinds.items()))}, indent=2))
+            return 0
         print(
             f"{args.file}: version {s.version}, {len(s.activations)} activation and "
             f"{len(s.params)} parameter encodings"
@@ -276,6 +402,10 @@ def _encodings(args: argparse.Namespace) -> int:
     save_encodings(
         s, args.output, args.to, force_activation_as=force, default_axis=args.default_axis
     )
+    if args.json:
+        info = {"output": args.output, "version": args.to, "encodings": len(s)}
+        print(json.dumps(info | {"from": s.version}, indent=2))
+        return 0
     print(f"wrote {args.output} (version {args.to}, {len(s)} encodings, from {s.version})")
     return 0
 
