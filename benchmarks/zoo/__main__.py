@@ -1,10 +1,11 @@
-"""``python -m benchmarks.zoo build [NAME ...]`` and ``python -m benchmarks.zoo list``."""
+"""``python -m benchmarks.zoo build [NAME ...]``, ``... list`` and ``... export NAME DIR``."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import time
+from pathlib import Path
 
 from benchmarks import zoo
 from benchmarks.zoo import store
@@ -17,8 +18,18 @@ def main() -> int:
     b = sub.add_parser("build", help="build models into the cache (all by default)")
     b.add_argument("names", nargs="*", metavar="NAME", help=", ".join(zoo.MODELS))
     sub.add_parser("list", help="show the models and their cached FP32 metrics")
+    e = sub.add_parser("export", help="copy a model and its data into a folder (builds it)")
+    e.add_argument("name", metavar="NAME", choices=zoo.MODELS, help=", ".join(zoo.MODELS))
+    e.add_argument("folder", type=Path, help="folder to write model.onnx, calib.npz, ... into")
     args = p.parse_args()
     cache = store.cache_root()
+    if args.command == "export":
+        from benchmarks.zoo.export import export_model  # noqa: PLC0415
+
+        zoo.ensure(args.name, cache)
+        folder = export_model(args.name, args.folder)
+        print(f"{args.name}: {', '.join(sorted(p.name for p in folder.iterdir()))} in {folder}")
+        return 0
     if args.command == "build":
         unknown = [n for n in args.names if n not in zoo.MODELS]
         if unknown:

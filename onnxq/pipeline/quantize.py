@@ -1,0 +1,261 @@
+"""``onnxq quantize``: a float model and data in; the deployable files and a report out.
+
+Steps, in order, each logged:
+
+1. read the model and check the data against its inputs (before any work);
+2. check that the output folder can be written (before any work);
+3. prepare the graph: fold batch norms (default; the HTP folds them) and, with ``cle``,
+   cross-layer equalization;
+4. place quantizers per the hardware config and calibrate (:class:`QuantizationSimModel`);
+5. export ``<prefix>.onnx`` (the prepared float model), ``<prefix>.encodings`` and
+   ``<prefix>_qdq.onnx``;
+6. evaluate: the Q/DQ model against the prepared float model on the evaluation samples,
+   per output and per layer output (:mod:`onnxq.pipeline.compare`);
+7. write ``report.json`` and ``report.html``.
+
+Everything is written into a hidden staging folder beside ``outdir`` and moved into place at
+the end, so a failure leaves nothing partial behind. Given the same model, data, options and
+seed, the model and encodings files are byte-identical from run to run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from onnxq.errors import InvalidInputError
+
+__all__ = ["QuantizeOptions", "publish", "quantize_to_folder", "staging_folder", "write_json"]
+
+log = logging.getLogger("onnxq.quantize")
+
+
+@dataclass
+class QuantizeOptions:
+    """Settings of :func:`quantize_to_folder` (the command line's flags)."""
+
+    config: str = "htp_v73"
+    param_bw: int = 8
+    act_bw: int = 8
+    quant_scheme: str = "tf_enhanced"
+    fold_bn: bool = True
+    cle: bool = False
+    encoding_version: str = "1.0.0"
+    prefix: str | None = None  # file names; default: the model file's stem
+    num_eval_samples: int = 16
+    layer_threshold_db: float = 10.0
+    seed: int = 0
+    threads: int | None = None
+
+
+def staging_folder(outdir: Path) -> Path:
+    """A new hidden folder beside ``outdir`` (same file system, so the final move is a rename).
+
+    Raises a one-line error when ``outdir`` is a file or its parent cannot be written.
+    """
+    if outdir.exists() and not outdir.is_dir():
+        raise InvalidInputError(f"{outdir}: exists and is not a folder; choose another -o")
+    parent = outdir.resolve().parent
+    try:
+        if outdir.is_dir():  # files are moved into it one by one: it must be writable too
+            with tempfile.NamedTemporaryFile(dir=outdir, prefix=".onnxq-probe-"):
+                pass
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{outdir.name}-", dir=parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # it becomes outdir: not private like a mkdtemp folder
+    except OSError as err:
+        raise InvalidInputError(
+            f"{outdir}: cannot write there ({err.strerror}); choose another -o"
+        ) from None
+    return tmp
+
+
+def publish(staging: Path, outdir: Path) -> None:
+    """Move the staged files into ``outdir`` (a rename when ``outdir`` does not exist)."""
+    if not outdir.exists():
+        os.replace(staging, outdir)
+        return
+    for item in sorted(staging.iterdir()):
+        os.replace(item, outdir / item.name)
+    staging.rmdir()
+
+
+def quantize_to_folder(
+    model_path: str | Path,
+    outdir: str | Path,
+    calib: Any,
+    options: QuantizeOptions | None = None,
+    eval_data: Any = None,
+) -> dict[str, Any]:
+    """Quantize ``model_path`` with ``calib`` (an :class:`onnxq.data.Dataset`) into ``outdir``.
+
+    Returns the report (also written as ``report.json`` and ``report.html``).
+    """
+    from onnxq.graph.model_io import load_model  # noqa: PLC0415
+    from onnxq.pipeline import sections  # noqa: PLC0415
+    from onnxq.pipeline.compare import compare_models, float_tensors  # noqa: PLC0415
+    from onnxq.progress import progress  # noqa: PLC0415
+    from onnxq.report.html import write_html  # noqa: PLC0415
+    from onnxq.sim.quantsim import QuantizationSimModel  # noqa: PLC0415
+
+    opts = options or QuantizeOptions()
+    src, out = Path(model_path), Path(outdir)
+    original = load_model(src)
+    prefix = opts.prefix or src.stem
+    if out.resolve() == src.resolve().parent and prefix == src.stem:
+        raise InvalidInputError(
+            f"{out}: writing {prefix}.onnx there would overwrite the input model; choose "
+            "another -o or --prefix"
+        )
+    evaluation = eval_data if eval_data is not None else calib.take(opts.num_eval_samples)
+    report: dict[str, Any] = sections.header("quantize")
+    report["model"] = sections.model_section(original, str(src))
+    report["settings"] = {k: v for k, v in asdict(opts).items() if k not in ("threads",)} | {
+        "num_samples": calib.num_samples,
+        "batch_size": calib.batch_size,
+    }
+    warnings_: list[str] = list(calib.warnings)
+    if eval_data is not None:
+        warnings_ += [w for w in eval_data.warnings if w not in warnings_]
+    for w in calib.warnings:
+        log.warning(w)
+    report["data"] = {
+        "source": calib.source,
+        "kind": calib.kind,
+        "num_samples": calib.num_samples,
+        "num_eval_samples": evaluation.num_samples,
+        "eval_source": eval_data.source if eval_data is not None else "the calibration data",
+        "is_random": bool(calib.is_random),
+        "warnings": list(calib.warnings),
+    }
+    staging = staging_folder(out)
+    timings: dict[str, float] = {}
+    try:
+        started = time.perf_counter()
+        prepared, before_cle, cle_layers = _prepare(original, opts, report)
+        timings["prepare"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        sim = QuantizationSimModel(
+            prepared,
+            quant_scheme=opts.quant_scheme,
+            default_param_bw=opts.param_bw,
+            default_output_bw=opts.act_bw,
+            config_file=opts.config,
+            threads=opts.threads,
+        )
+        report["quantizers"] = sections.quantizers_section(sim.placement, prepared)
+        log.info(
+            "config %s: %d activation and %d param quantizers (%d per channel)",
+            opts.config,
+            report["quantizers"]["activations"],
+            report["quantizers"]["params"],
+            report["quantizers"]["per_channel"],
+        )
+        sim.compute_encodings(progress(calib.batches(), "calibrating", _num_batches(calib)))
+        timings["calibration"] = time.perf_counter() - started
+        log.info("calibrated on %d samples in %.1f s", calib.num_samples, timings["calibration"])
+
+        started = time.perf_counter()
+        sim.export(staging, prefix, encoding_version=opts.encoding_version)
+        timings["export"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        encodings = dict(sim.encodings.activations) if sim.encodings else {}
+        qdq = load_model(staging / f"{prefix}_qdq.onnx")
+        layer_names = [t for t in encodings if t in float_tensors(prepared)]
+        cmp = compare_models(
+            prepared,
+            qdq,
+            evaluation.batches,
+            layer_names,
+            histograms_of=lambda c: sections.worst(c, 5),
+            threads=opts.threads,
+            progress=lambda it, label: progress(it, label, _num_batches(evaluation)),
+        )
+        timings["evaluation"] = time.perf_counter() - started
+        report["outputs"] = sections.outputs_section(cmp, None)
+        report["layers"] = sections.layers_section(
+            prepared, cmp, encodings, opts.layer_threshold_db
+        )
+        report["threshold_layer_db"] = opts.layer_threshold_db
+        report["worst_layers"] = sections.worst_layers(prepared, cmp, encodings)
+        report["weight_ranges"] = sections.weight_ranges(
+            before_cle, prepared if opts.cle else None, cle_layers
+        )
+        report["htp"] = None
+        report["failures"] = []
+        report["warnings"] = warnings_
+        report["status"] = "pass"
+        report["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
+        report["files"] = {
+            "float_model": f"{prefix}.onnx",
+            "encodings": f"{prefix}.encodings",
+            "qdq_model": f"{prefix}_qdq.onnx",
+            "report_json": "report.json",
+            "report_html": "report.html",
+        }
+        write_json(report, staging / "report.json")
+        write_html(report, staging / "report.html")
+        publish(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return report
+
+
+def _prepare(original: Any, opts: QuantizeOptions, report: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """The model the device runs: BNs folded (default), optionally equalized."""
+    from onnxq.passes.fold_batch_norms import fold_all_batch_norms  # noqa: PLC0415
+    from onnxq.passes.prepare import prepare_model  # noqa: PLC0415
+
+    passes: dict[str, Any] = {}
+    if opts.fold_bn or opts.cle:
+        folded = fold_all_batch_norms(original)
+        passes["folded_batch_norms"] = len(folded.pairs)
+        passes["unfolded_batch_norms"] = [
+            {"node": bn, "reason": why} for bn, why in folded.unfolded
+        ]
+        log.info("%s", folded.summary())
+        before = folded.model
+    else:
+        before = prepare_model(original).model
+        bns = sum(n.op_type == "BatchNormalization" for n in before.graph.node)
+        passes["folded_batch_norms"] = 0
+        if bns:
+            log.info("%d BatchNormalization nodes kept (--no-fold-bn)", bns)
+    layers = None
+    prepared = before
+    if opts.cle:
+        from onnxq.passes.equalize import equalize_model  # noqa: PLC0415
+
+        eq = equalize_model(original)
+        prepared = eq.model
+        layers = [name for s in eq.sets for name in s.layers]
+        passes["cle"] = {
+            "sets": [list(s.layers) for s in eq.sets],
+            "bias_absorbed": len(eq.bias_absorbed),
+            "clips_rewritten": len(eq.clips_rewritten),
+        }
+        log.info("cross-layer equalization: %s", eq.summary().replace("\n", "; "))
+    report["passes"] = passes
+    return prepared, before, layers
+
+
+def _num_batches(data: Any) -> int:
+    return -(-data.num_samples // max(1, data.batch_size))
+
+
+def write_json(data: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, allow_nan=False) + "\n")
+    os.replace(tmp, path)
