@@ -1,0 +1,161 @@
+"""``python -m onnxq check``, the pre-deployment gate, run as a pipeline runs it.
+
+The quantized model comes from ``onnxq quantize`` of the ``small_cnn`` fixture
+(``conv1 → bn1 → relu6 → conv2``, input ``x`` [1, 3, 8, 8]) on 8 samples.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from onnxq.check.htp import htp_available
+from tests.commands.conftest import one_error_line, run_onnxq
+
+
+@pytest.fixture
+def quantized(small_cnn, small_calib, tmp_path):
+    calib, x = small_calib
+    out = tmp_path / "q"
+    result = run_onnxq("quantize", small_cnn, "-o", out, "--calib", calib, "-q", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    return out, calib, x
+
+
+def _outputs(path, x):
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return np.concatenate([sess.run(None, {"x": x[i : i + 1]})[0] for i in range(len(x))])
+
+
+def _sqnr(ref, test):
+    ref, test = ref.astype(np.float64), test.astype(np.float64)
+    return 10 * math.log10(float((ref**2).sum()) / float(((ref - test) ** 2).sum()))
+
+
+def test_qdq_model_against_its_float_model_passes_with_true_figures(quantized, tmp_path):
+    out, calib, x = quantized
+    result = run_onnxq(
+        "check", out / "in_qdq.onnx", "--float", out / "in.onnx", "--calib", calib,
+        "--min-output-sqnr", "15", "--json", "-o", tmp_path / "report", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["status"] == "pass" and report["failures"] == []
+    assert report["consistency"]["errors"] == 0 and report["consistency"]["warnings"] == 0
+    want = _sqnr(_outputs(out / "in.onnx", x), _outputs(out / "in_qdq.onnx", x))
+    (row,) = report["outputs"]
+    assert row["sqnr_db"] == pytest.approx(want, abs=0.006) and row["passed"] is True
+    # r1 (the Conv+Clip output) is a layer; c1 inside the fused pair is not compared
+    assert [r["tensor"] for r in report["layers"]] == ["x", "r1"]
+    saved = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert saved["outputs"] == report["outputs"]
+    assert "PASS" in (tmp_path / "report" / "report.html").read_text()
+
+
+def test_float_model_with_its_encodings_gives_the_same_figures(quantized, tmp_path):
+    out, calib, x = quantized
+    result = run_onnxq(
+        "check", out / "in.onnx", "--encodings", out / "in.encodings", "--calib", calib,
+        "--min-output-sqnr", "15", "--json", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    want = _sqnr(_outputs(out / "in.onnx", x), _outputs(out / "in_qdq.onnx", x))
+    assert report["outputs"][0]["sqnr_db"] == pytest.approx(want, abs=0.006)
+    # without --float, a Q/DQ model's reference keeps the quantized weights: only the
+    # activations' error is left, so the SQNR is higher
+    alone = run_onnxq("check", out / "in_qdq.onnx", "--calib", calib, "--json", cwd=tmp_path)
+    assert json.loads(alone.stdout)["outputs"][0]["sqnr_db"] > want
+
+
+def test_a_missed_threshold_exits_1(quantized, tmp_path):
+    out, calib, _ = quantized
+    result = run_onnxq("check", out / "in_qdq.onnx", "--float", out / "in.onnx",
+                       "--calib", calib, "--min-output-sqnr", "200", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "FAIL: output y: SQNR" in result.stdout and "< 200.0 dB" in result.stdout
+    assert result.stdout.rstrip().endswith("status: fail")
+    # flagged layers fail only with --fail-on-layers
+    args = ("check", out / "in_qdq.onnx", "--calib", calib, "--min-output-sqnr", "0",
+            "--layer-threshold", "300")  # fmt: skip
+    assert run_onnxq(*args, cwd=tmp_path).returncode == 0
+    failed = run_onnxq(*args, "--fail-on-layers", "--json", cwd=tmp_path)
+    assert failed.returncode == 1
+    assert json.loads(failed.stdout)["failures"] == [
+        "2 layer output(s) below 300.0 dB (first: x "
+        + str(json.loads(failed.stdout)["layers"][0]["sqnr_db"])
+        + " dB)"
+    ]
+
+
+def test_encodings_that_do_not_fit_fail_the_gate(quantized, tmp_path):
+    out, calib, _ = quantized
+    # htp_v73 encodings (per-channel weights) checked against the per-tensor default config
+    result = run_onnxq("check", out / "in_qdq.onnx", "--calib", calib, "--config", "default",
+                       "--json", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 1
+    failures = json.loads(result.stdout)["failures"]
+    assert len(failures) == 2 and all(
+        f.endswith("per-channel encoding; the config quantizes this weight per tensor")
+        for f in failures
+    )
+    # encodings written for another model
+    enc = json.loads((out / "in.encodings").read_text())
+    enc["activation_encodings"][0]["name"] = "not_here"
+    (tmp_path / "other.encodings").write_text(json.dumps(enc))
+    result = run_onnxq("check", out / "in.onnx", "--encodings", tmp_path / "other.encodings",
+                       "--calib", calib, "--json", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    assert "encodings: not_here: no tensor of this name in the model" in report["failures"]
+    assert "outputs" not in report and report["skipped"].startswith("numeric gates")
+    # asked for 16-bit activations: the 8-bit ones fail
+    result = run_onnxq("check", out / "in_qdq.onnx", "--calib", calib, "--act-bw", "16",
+                       "--json", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 1
+    assert "encodings: x: 8-bit; asked for 16-bit" in json.loads(result.stdout)["failures"]
+
+
+def test_bad_input_exits_2_with_one_line(quantized, tmp_path):
+    out, calib, _ = quantized
+    line = one_error_line(run_onnxq("check", out / "in.onnx", "--calib", calib, cwd=tmp_path))
+    assert "has no QuantizeLinear/DequantizeLinear nodes; give its encodings" in line
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x00garbage")
+    line = one_error_line(run_onnxq("check", bad, cwd=tmp_path))
+    assert line.startswith(f"onnxq: error: {bad}: cannot read as an ONNX model")
+    wrong = tmp_path / "wrong.npz"
+    np.savez(wrong, x=np.zeros((2, 3, 4, 4), np.float32))
+    line = one_error_line(run_onnxq("check", out / "in_qdq.onnx", "--calib", wrong, cwd=tmp_path))
+    assert str(wrong) in line and "[1, 3, 8, 8]" in line
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    line = one_error_line(run_onnxq("check", out / "in_qdq.onnx", "--calib", calib,
+                                    "-o", blocker, cwd=tmp_path))  # fmt: skip
+    assert "exists and is not a folder" in line
+    result = run_onnxq("check", out / "in_qdq.onnx", "--htp", "v99", cwd=tmp_path)
+    assert result.returncode == 2 and "choose one of v68" in result.stderr
+
+
+@pytest.mark.skipif(not htp_available(), reason="onnxruntime-qnn is not installed")
+def test_htp_gate_runs_the_emulated_backend(quantized, tmp_path):
+    out, calib, _ = quantized
+    result = run_onnxq("check", out / "in_qdq.onnx", "--calib", calib, "--htp", "v73",
+                       "--min-output-sqnr", "0", "--json", cwd=tmp_path)  # fmt: skip
+    report = json.loads(result.stdout)
+    htp = report["htp"]
+    assert htp["arch"] == 73 and htp["accepted_whole"] is True and htp["rejected"] == []
+    assert htp["batches"] == 8
+    (row,) = htp["outputs"]
+    # the HTP within a few output steps of the simulation, and as close to float
+    assert row["p99_steps"] <= 3 and abs(row["sqnr_db"] - row["sim_sqnr_db"]) < 1
+    assert result.returncode == 0, report["failures"]
+    strict = run_onnxq("check", out / "in_qdq.onnx", "--calib", calib, "--htp", "v73",
+                       "--min-output-sqnr", "0", "--htp-max-steps", "-1", cwd=tmp_path)  # fmt: skip
+    assert strict.returncode == 1 and "steps from the simulation" in strict.stdout
