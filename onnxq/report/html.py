@@ -524,9 +524,17 @@ def _histograms(report: Mapping[str, Any]) -> str:
 
 
 def _spread(mins: Sequence[float], maxs: Sequence[float]) -> float | None:
-    """Largest over smallest non-zero per-channel range (max - min)."""
-    ranges = [b - a for a, b in zip(mins, maxs, strict=False) if b - a > 0]
-    return max(ranges) / min(ranges) if ranges else None
+    """Widest over median per-channel range (max - min).
+
+    The median, not the narrowest: a dead channel (a BN's γ ≈ 0 folded in) has a range near 0
+    and would make any ratio to the narrowest meaningless (efflite0's stem: 7.7e9).
+    """
+    ranges = sorted(b - a for a, b in zip(mins, maxs, strict=False) if b - a > 0)
+    if not ranges:
+        return None
+    mid = len(ranges) // 2
+    median = ranges[mid] if len(ranges) % 2 else (ranges[mid - 1] + ranges[mid]) / 2
+    return ranges[-1] / median
 
 
 def _weight_ranges(report: Mapping[str, Any]) -> str:
@@ -559,7 +567,7 @@ def _weight_ranges(report: Mapping[str, Any]) -> str:
         return ""
     note = (
         "Per output channel: each bar spans the channel's [min, max]; before cross-layer "
-        "equalization in grey, after in blue. Spread is the largest over the smallest channel "
+        "equalization in grey, after in blue. Spread is the widest over the median channel "
         "range (closer to 1 quantizes better per tensor)."
     )
     return _section("weights", "Weight ranges per channel", "".join(cards), note)
@@ -607,10 +615,22 @@ def _quantizers(report: Mapping[str, Any]) -> str:
     q = _map(report.get("quantizers"))
     if not q:
         return ""
-    totals = [(k, q.get(k)) for k in ("activations", "params", "per_channel") if k in q]
+    kinds = ("activations", "params", "per_channel", "constants")
+    totals = [(k, q.get(k)) for k in kinds if k in q]
+    labels = {
+        "activations": "activation",
+        "params": "parameter",
+        "per_channel": "per-channel",
+        "constants": "constant operand",
+    }
+    heads = {
+        "activations": "activations",
+        "params": "params",
+        "per_channel": "per-channel",
+        "constants": "constants",
+    }
     body = ""
     if totals:
-        labels = {"activations": "activation", "params": "parameter", "per_channel": "per-channel"}
         body = (
             '<div class="tiles">'
             + "".join(_tile(f"{labels[k]} quantizers", _e(fmt_value(v))) for k, v in totals)
@@ -622,13 +642,15 @@ def _quantizers(report: Mapping[str, Any]) -> str:
         counts = _map(item[1])
         return -sum(_num(counts.get(k)) or 0.0 for k in ("activations", "params"))
 
+    columns = [k for k in kinds if any(k in _map(c) for c in by_op.values())]
     rows = (
-        f"<tr><td>{_e(op)}</td>{_num_cell(_map(c).get('activations'))}"
-        f"{_num_cell(_map(c).get('params'))}{_num_cell(_map(c).get('per_channel'))}</tr>"
+        f"<tr><td>{_e(op)}</td>" + "".join(_num_cell(_map(c).get(k)) for k in columns) + "</tr>"
         for op, c in sorted(by_op.items(), key=total)
     )
     if by_op:
-        body += _table(["op type", "activations", "params", "per-channel"], rows, numeric={1, 2, 3})
+        body += _table(
+            ["op type", *(heads[k] for k in columns)], rows, numeric=set(range(1, len(columns) + 1))
+        )
     return _section("quantizers", "Quantizers", body)
 
 

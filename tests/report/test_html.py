@@ -356,3 +356,16 @@ def test_the_screenshot_is_not_blank(report_page, tmp_path):
     assert colours is not None and len(colours) > 500
     # the red random-data banner is on screen
     assert any(abs(r - 207) < 6 and abs(g - 34) < 6 and abs(b - 46) < 6 for _, (r, g, b) in colours)
+
+
+def test_weight_range_spread_ignores_dead_channels():
+    from onnxq.report.html import _spread  # noqa: PLC0415
+
+    # channel ranges 1, 2, 4 and a dead one (0.002): widest 4 over median 1.5
+    assert _spread([0, -1, -2, -0.001], [1, 1, 2, 0.001]) == pytest.approx(4 / 1.5)
+    assert _spread([0, 0], [0, 0]) is None
+    page = render_html(
+        {"weight_ranges": [{"weight": "w", "layer": "conv", "before": {"min": [0, -1, -2,
+         -0.001], "max": [1, 1, 2, 0.001]}, "after": None}]}
+    )  # fmt: skip
+    assert "channel range spread 2.67×" in page
