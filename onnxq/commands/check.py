@@ -165,6 +165,8 @@ def _print_summary(report: dict[str, Any]) -> None:
     h = report.get("htp")
     if h:
         whole = "whole graph accepted" if h["accepted_whole"] else "REJECTED nodes"
+        if h.get("error"):
+            whole = "the backend cannot run the model"
         print(
             f"  HTP v{h['arch']}: {whole}"
             + "".join(

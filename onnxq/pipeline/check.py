@@ -10,10 +10,11 @@ Gates, in order (each failure is listed in the report's ``failures``):
 3. **layers**: layer outputs below ``layer_threshold`` dB are flagged; with
    ``fail_on_layers`` a flagged layer fails the gate;
 4. **device** (``htp_arch``): the Q/DQ model runs on onnxruntime-qnn's emulated HTP; a node
-   the backend rejects fails, and so does an output more than ``htp_max_steps`` steps of its
-   encoding (99th percentile) from the simulation, or whose SQNR against float is more than
-   ``htp_max_sqnr_drop`` dB below the simulation's (a few steps everywhere can still cost
-   dBs: orient on v73 is 2.4 steps but 4.5 dB off).
+   the backend rejects fails, as does a graph it cannot build at all (its error is quoted),
+   an output more than ``htp_max_steps`` steps of its encoding (99th percentile) from the
+   simulation, or one whose SQNR against float is more than ``htp_max_sqnr_drop`` dB below
+   the simulation's (a few steps everywhere can still cost dBs: orient on v73 is 2.4 steps
+   but 4.5 dB off).
 
 The quantized model is a Q/DQ model (its float reference: ``float_model`` when given, else
 the Q/DQ model with its quantizers taken out, weights dequantized — the figures then measure
@@ -246,11 +247,27 @@ def _htp(
 ) -> dict[str, Any]:
     """Run on the emulated HTP and compare with the simulation, in output steps."""
     from onnxq.check.htp import run_on_htp  # noqa: PLC0415
+    from onnxq.errors import ModelError  # noqa: PLC0415
 
     feeds = list(data.batches())
     shape0 = {k: v.shape for k, v in feeds[0].items()}
     keep = [i for i, f in enumerate(feeds) if {k: v.shape for k, v in f.items()} == shape0]
-    run = run_on_htp(qdq, [feeds[i] for i in keep], arch=opts.htp_arch)
+    try:
+        run = run_on_htp(qdq, [feeds[i] for i in keep], arch=opts.htp_arch)
+    except ModelError as err:
+        if "HTP backend failed" not in str(err):
+            raise  # onnxruntime-qnn missing: bad set-up, not a verdict on the model
+        # the backend refused to build or run the graph: the model does not run there
+        reason = str(err).split("HTP backend failed: ", 1)[-1]
+        failures.append(f"HTP v{opts.htp_arch}: the backend cannot run the model: {reason}")
+        return {
+            "arch": opts.htp_arch,
+            "accepted_whole": False,
+            "rejected": [],
+            "outputs": [],
+            "batches": len(keep),
+            "error": reason,
+        }
     names = [o.name for o in qdq.graph.output]
     section: dict[str, Any] = {
         "arch": opts.htp_arch,
