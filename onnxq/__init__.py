@@ -15,6 +15,8 @@ Public API
 - Simulation: :class:`QuantizationSimModel` (AIMET's API),
   :func:`set_blockwise_quantization_for_weights`.
 - Quantizer placement: :func:`place_quantizers` (which tensors a hardware config quantizes).
+- Jobs (the command line's): :func:`quantize` (a model and data in, the deployable files
+  and a report out), :func:`check_model` (the pre-deployment gate).
 - Calibration: :func:`collect_statistics` with :class:`Observed` tensors; range estimators
   (quant schemes) from :func:`make_estimator`.
 """
@@ -47,6 +49,8 @@ _LAZY = {
     "set_blockwise_quantization_for_weights": "onnxq.sim.blockwise",
     "collect_statistics": "onnxq.calibrate.statistics",
     "make_estimator": "onnxq.quantization.estimators",
+    "quantize": "onnxq.pipeline.api",
+    "check_model": "onnxq.pipeline.api",
     "OnnxqError": "onnxq.errors",
     "ModelError": "onnxq.errors",
     "InvalidInputError": "onnxq.errors",
@@ -67,6 +71,7 @@ __all__ = [
     "QuantizationSimModel",
     "__version__",
     "available_configs",
+    "check_model",
     "collect_statistics",
     "encoding_from_range",
     "equalize_model",
@@ -77,6 +82,7 @@ __all__ = [
     "make_estimator",
     "place_quantizers",
     "prepare_model",
+    "quantize",
     "save_encodings",
     "save_model",
     "set_blockwise_quantization_for_weights",
@@ -96,6 +102,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from onnxq.passes.equalize import equalize_model
     from onnxq.passes.fold_batch_norms import fold_all_batch_norms
     from onnxq.passes.prepare import prepare_model
+    from onnxq.pipeline.api import check_model, quantize
     from onnxq.quantization.encoding import Encoding
     from onnxq.quantization.estimators import make_estimator
     from onnxq.quantization.ranges import encoding_from_range

@@ -59,3 +59,21 @@ def test_simulation_example_runs(small_cnn, monkeypatch):
     exec(compile(code, str(README), "exec"), namespace)
     assert namespace["outputs"][0].shape == (1, 4, 8, 8)
     assert (small_cnn.parent / "out" / "model_qdq.onnx").is_file()
+
+
+def test_pipeline_example_runs(small_cnn, monkeypatch):
+    import numpy as np  # noqa: PLC0415
+
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    code = next(b for b in blocks if "onnxq.quantize(" in b)
+    monkeypatch.chdir(small_cnn.parent)
+    x = np.random.default_rng(0).standard_normal((8, 3, 8, 8)).astype(np.float32)
+    np.savez(small_cnn.parent / "calib.npz", x=x)
+    code = code.replace('"model.onnx"', f'"{small_cnn.name}"')
+    code = code.replace('"out/model_qdq.onnx"', '"out/in_qdq.onnx"')
+    namespace: dict[str, object] = {}
+    exec(compile(code, str(README), "exec"), namespace)
+    report = namespace["report"]
+    assert report["settings"]["act_bw"] == 16 and report["outputs"][0]["sqnr_db"] > 30
+    assert namespace["gate"]["status"] == "pass"
+    assert (small_cnn.parent / "out" / "report.html").is_file()

@@ -1,0 +1,47 @@
+"""``onnxq.quantize`` and ``onnxq.check_model``: the command-line jobs as Python calls."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import onnxq
+from onnxq.data import load_data
+
+
+@pytest.fixture
+def calib(small_cnn):
+    x = np.random.default_rng(5).standard_normal((6, 3, 8, 8)).astype(np.float32)
+    path = small_cnn.parent / "calib.npz"
+    np.savez(path, x=x)
+    return path
+
+
+def test_quantize_returns_the_report_it_writes(small_cnn, calib, tmp_path):
+    report = onnxq.quantize(small_cnn, tmp_path / "out", calib=calib, quant_scheme="tf",
+                            param_bw=4, num_samples=4)  # fmt: skip
+    assert json.loads((tmp_path / "out" / "report.json").read_text()) == report
+    assert report["data"]["num_samples"] == 4 and report["settings"]["param_bw"] == 4
+    enc = onnxq.load_encodings(tmp_path / "out" / "in.encodings")
+    assert {e.bitwidth for e in enc.params.values()} == {4}
+
+
+def test_a_dataset_and_a_path_give_the_same_encodings(small_cnn, calib, tmp_path):
+    onnxq.quantize(small_cnn, tmp_path / "a", calib=calib)
+    dataset = load_data(calib, small_cnn)  # a fixed batch of 1: one sample a run
+    onnxq.quantize(small_cnn, tmp_path / "b", calib=dataset)
+    a = (tmp_path / "a" / "in.encodings").read_bytes()
+    assert a == (tmp_path / "b" / "in.encodings").read_bytes()
+
+
+def test_check_model_and_option_errors(small_cnn, calib, tmp_path):
+    onnxq.quantize(small_cnn, tmp_path / "out", calib=calib)
+    gate = onnxq.check_model(tmp_path / "out" / "in_qdq.onnx", calib, min_output_sqnr=500)
+    assert gate["status"] == "fail" and gate["failures"][0].startswith("output y: SQNR")
+    with pytest.raises(onnxq.InvalidInputError, match="unknown option 'min_sqnr'; the options"):
+        onnxq.check_model(tmp_path / "out" / "in_qdq.onnx", calib, min_sqnr=3)
+    with pytest.raises(onnxq.InvalidInputError, match="unknown option 'bits'"):
+        onnxq.quantize(small_cnn, tmp_path / "other", calib=calib, bits=8)
+    assert not (tmp_path / "other").exists()
