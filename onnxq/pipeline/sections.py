@@ -85,6 +85,8 @@ def model_section(model: Any, path: str) -> dict[str, Any]:
 def outputs_section(cmp: Comparison, threshold_db: float | None) -> list[dict[str, Any]]:
     out = []
     for s in cmp.outputs:
+        if s.count == 0:  # not a float output (token ids, shapes): no SQNR to speak of
+            continue
         passed = threshold_db is None or s.sqnr_db >= threshold_db
         out.append(
             {
