@@ -588,7 +588,11 @@ def _htp(report: Mapping[str, Any]) -> str:
     elif "accepted_whole" in htp:
         n = len(rejected)
         facts.append(f'<span class="tag warn">{n} node{"s" if n != 1 else ""} rejected</span>')
+    if htp.get("error"):
+        facts.append('<span class="tag warn">the backend cannot run the model</span>')
     body = f"<p>{' · '.join(facts)}</p>" if facts else ""
+    if htp.get("error"):
+        body += f"<p><code>{_e(htp['error'])}</code></p>"
     if rejected:
         rows = (
             f"<tr><td><code>{_e(r.get('node', ''))}</code></td><td>{_e(r.get('op_type', ''))}"
@@ -601,14 +605,50 @@ def _htp(report: Mapping[str, Any]) -> str:
     if outputs:
         rows = (
             f"<tr><td><code>{_e(o.get('name', ''))}</code></td>{_num_cell(o.get('max_steps'))}"
-            f"{_num_cell(o.get('p99_steps'))}{_db_cell(o.get('sqnr_db'))}</tr>"
+            f"{_num_cell(o.get('p99_steps'))}{_db_cell(o.get('sqnr_db'))}"
+            f"{_db_cell(o.get('sim_sqnr_db'))}</tr>"
             for o in outputs
         )
         body += "<h3 class='gap'>Output agreement with the simulation</h3>" + _table(
-            ["output", "max steps", "p99 steps", "SQNR (dB)"], rows, numeric={1, 2, 3}
+            ["output", "max steps", "p99 steps", "HTP SQNR (dB)", "simulation SQNR (dB)"],
+            rows,
+            numeric={1, 2, 3, 4},
         )
     note = "The QDQ model run by the HTP backend emulator; steps are quantization steps apart."
     return _section("htp", "HTP backend check", body, note)
+
+
+def _consistency(report: Mapping[str, Any]) -> str:
+    """``onnxq check``'s first gate: do the encodings fit the model and the config?"""
+    c = report.get("consistency")
+    if not isinstance(c, Mapping):
+        return ""
+    enc = _map(c.get("encodings"))
+    errors, warnings = _num(c.get("errors")) or 0, _num(c.get("warnings")) or 0
+    tag = (
+        '<span class="tag ok">the encodings fit</span>'
+        if not errors
+        else f'<span class="tag warn">{int(errors)} error{"s" if errors != 1 else ""}</span>'
+    )
+    facts = [
+        tag,
+        f"{_e(fmt_value(enc.get('activations')))} activation and "
+        f"{_e(fmt_value(enc.get('params')))} param encodings",
+        f"{int(warnings)} warning{'s' if warnings != 1 else ''}",
+    ]
+    body = f"<p>{' · '.join(facts)}</p>"
+    findings = [_map(f) for f in _seq(c.get("findings"))]
+    if findings:
+        rows = (
+            f"<tr><td>{_e(f.get('severity', ''))}</td><td><code>{_e(f.get('tensor', ''))}"
+            f"</code></td><td>{_e(f.get('message', ''))}</td></tr>"
+            for f in findings[:200]
+        )
+        body += _table(["severity", "tensor", "finding"], rows)
+    if report.get("skipped"):
+        body += f"<p class='note'>Skipped: {_e(report['skipped'])}</p>"
+    note = "Names, channel counts and axes, granularity, symmetry and bitwidths per the config."
+    return _section("consistency", "Encodings against the model and config", body, note)
 
 
 def _quantizers(report: Mapping[str, Any]) -> str:
@@ -769,6 +809,7 @@ _SECTIONS = (
     ("worst", "Worst layers", _worst_table),
     ("histograms", "Histograms", _histograms),
     ("weights", "Weight ranges", _weight_ranges),
+    ("consistency", "Encodings", _consistency),
     ("htp", "HTP", _htp),
     ("quantizers", "Quantizers", _quantizers),
     ("model", "Model", _model),

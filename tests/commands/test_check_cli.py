@@ -198,3 +198,17 @@ def test_a_model_the_htp_cannot_run_fails_the_gate_naming_the_node(tmp_path):
     assert report["htp"]["accepted_whole"] is False
     (failure,) = [f for f in report["failures"] if f.startswith("HTP v73")]
     assert "the backend cannot run the model" in failure and "conv16" in failure
+
+
+def test_the_check_report_shows_the_encoding_findings(quantized, tmp_path):
+    from tests.report.browser import console_problems, dump_dom  # noqa: PLC0415
+
+    out, calib, _ = quantized
+    result = run_onnxq("check", out / "in_qdq.onnx", "--calib", calib, "--config", "default",
+                       "-o", tmp_path / "rep", "-q", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 1
+    page = tmp_path / "rep" / "report.html"
+    assert console_problems(page) == []
+    dom = dump_dom(page)
+    assert "FAIL" in dom and "2 errors" in dom
+    assert dom.count("per-channel encoding; the config quantizes this weight per tensor") >= 2
