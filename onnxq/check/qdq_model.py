@@ -9,8 +9,10 @@ Rules:
 - a ``QuantizeLinear → DequantizeLinear`` pair on a computed tensor is an activation
   quantizer: readers of the DQ output read the Q input again, and the pair's scale and zero
   point become that tensor's encoding. The tensor keeps the name a float model would have:
-  the DQ output's when the Q input is onnxq's ``<name>_float`` (onnxq's export), the Q
-  input's otherwise (onnxruntime's and most other exporters');
+  the DQ output's when the Q input is ``<name>_float`` (onnxq's export) or
+  ``<name>_QuantizeLinear_Input`` (onnxruntime's quantizer), or when the DQ output is a graph
+  output; the Q input's otherwise;
+- a param named ``W_DequantizeLinear_Output`` (onnxruntime's quantizer) is called ``W``;
 - scales and zero points must be constants; a Q whose output feeds anything but DQs, or a DQ
   of a computed non-Q tensor, is left in place (the float model then still quantizes there)
   and reported;
@@ -82,6 +84,14 @@ def _entry(name: str, node: Any, consts: dict[str, np.ndarray]) -> dict[str, Any
     return entry
 
 
+def _param_name(dq_out: str, taken: set[str]) -> str:
+    """The weight's own name: onnxruntime's quantizer writes ``W_DequantizeLinear_Output``."""
+    suffix = "_DequantizeLinear_Output"
+    if dq_out.endswith(suffix) and dq_out[: -len(suffix)] not in taken:
+        return dq_out[: -len(suffix)]
+    return dq_out
+
+
 def split_qdq(qdq: Any) -> SplitQdq:
     """Take a Q/DQ model apart into its float model and encodings (see the module's rules)."""
     import onnx  # noqa: PLC0415
@@ -97,6 +107,8 @@ def split_qdq(qdq: Any) -> SplitQdq:
         for i in n.input:
             readers.setdefault(i, []).append(n)
     graph_outputs = {o.name for o in g.output}
+    taken = {t.name for t in g.initializer} | {i.name for i in g.input}
+    taken |= {o for node in g.node for o in node.output}
     params: list[dict[str, Any]] = []
     acts: list[dict[str, Any]] = []
     drop: set[int] = set()
@@ -109,7 +121,8 @@ def split_qdq(qdq: Any) -> SplitQdq:
             continue
         src = n.input[0]
         if src in consts:  # a quantized constant: dequantize it once, here
-            entry = _entry(n.output[0], n, consts)
+            name = _param_name(n.output[0], taken)
+            entry = _entry(name, n, consts)
             if entry is None:
                 left.append(n.name or n.output[0])
                 continue
@@ -126,8 +139,10 @@ def split_qdq(qdq: Any) -> SplitQdq:
                     shape[entry["axis"] % q.ndim] = -1
                     scale, zp = scale.reshape(shape), zp.reshape(shape)
             value = ((q - zp) * scale).astype(np.float32)
-            new_inits.append(numpy_helper.from_array(value, n.output[0]))
+            new_inits.append(numpy_helper.from_array(value, name))
             params.append(entry)
+            if name != n.output[0]:
+                rename[n.output[0]] = name
             drop.add(id(n))
             continue
         q_node = producer.get(src)
@@ -147,9 +162,12 @@ def split_qdq(qdq: Any) -> SplitQdq:
         dq_out = n.output[0]
         x_producer = producer.get(x)
         keep_dq_name = (
-            x == f"{dq_out}_float" and x_producer is not None and len(readers.get(x, [])) == 1
+            (x in (f"{dq_out}_float", f"{dq_out}_QuantizeLinear_Input") or dq_out in graph_outputs)
+            and x_producer is not None
+            and len(readers.get(x, [])) == 1
+            and x not in graph_outputs
         )
-        if keep_dq_name:  # onnxq's export: the producer writes the layer's own name again
+        if keep_dq_name:  # the producer writes the layer's own name again
             x_producer.output[list(x_producer.output).index(x)] = dq_out
             entry["name"] = dq_out
         else:

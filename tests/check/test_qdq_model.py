@@ -187,12 +187,8 @@ def test_onnxruntime_naming_keeps_the_q_inputs_names():
     split = split_qdq(qdq)
     assert qdq.SerializeToString() == before  # the input model is not modified
     assert split.left_in_place == []
-    # readers read the Q inputs again; the graph output keeps its name through an Identity
-    assert _ops(split.model) == [
-        ("Conv", ["x", "w_dq"], ["c"]),
-        ("Relu", ["c"], ["r"]),
-        ("Identity", ["r"], ["y"]),
-    ]
+    # readers read the Q inputs again; the graph output's producer writes its name again
+    assert _ops(split.model) == [("Conv", ["x", "w_dq"], ["c"]), ("Relu", ["c"], ["y"])]
     assert [o.name for o in split.model.graph.output] == ["y"]
     onnx.checker.check_model(split.model)
     inits = _inits(split.model)
@@ -200,11 +196,11 @@ def test_onnxruntime_naming_keeps_the_q_inputs_names():
     assert inits["w_dq"].dtype == np.float32
     np.testing.assert_array_equal(inits["w_dq"], _per_channel_weight())
     enc = split.encodings
-    assert sorted(enc.params) == ["w_dq"] and list(enc.activations) == ["x", "c", "r"]
+    assert sorted(enc.params) == ["w_dq"] and list(enc.activations) == ["x", "c", "y"]
     _assert_encoding(enc.params["w_dq"], W_SCALE, [-128] * 3, True, "PER_CHANNEL", 0)
     _assert_encoding(enc.activations["x"], 0.05, -128, False)  # uint8 zp 128: offset -128
     _assert_encoding(enc.activations["c"], 0.02, -10, False)
-    _assert_encoding(enc.activations["r"], 0.01, 0, False)
+    _assert_encoding(enc.activations["y"], 0.01, 0, False)
     assert not enc.activations["x"].is_signed and enc.params["w_dq"].is_signed
 
 

@@ -10,6 +10,7 @@ import json
 import math
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 
@@ -212,3 +213,42 @@ def test_the_check_report_shows_the_encoding_findings(quantized, tmp_path):
     dom = dump_dom(page)
     assert "FAIL" in dom and "2 errors" in dom
     assert dom.count("per-channel encoding; the config quantizes this weight per tensor") >= 2
+
+
+def test_a_model_from_onnxruntimes_quantizer_is_checked_like_ours(small_cnn, small_calib, tmp_path):
+    from onnxruntime.quantization import (  # noqa: PLC0415
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    from onnxq.check.qdq_model import split_qdq  # noqa: PLC0415
+
+    calib, x = small_calib
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.feeds = iter([{"x": x[i : i + 1]} for i in range(len(x))])
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    folded = tmp_path / "folded.onnx"
+    assert run_onnxq("prepare", small_cnn, "-o", folded, "--fold-bn", cwd=tmp_path).returncode == 0
+    qdq = tmp_path / "ort_qdq.onnx"
+    quantize_static(str(folded), str(qdq), Reader(), quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8)  # fmt: skip
+    split = split_qdq(onnx.load(str(qdq)))
+    # onnxruntime's names (W_DequantizeLinear_Output, y_QuantizeLinear_Input) become the
+    # float model's own
+    assert {"w1", "w2"} <= set(split.encodings.params)
+    assert "y" in split.encodings.activations
+    result = run_onnxq("check", qdq, "--float", folded, "--calib", calib, "--min-output-sqnr",
+                       "15", "--json", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["consistency"]["errors"] == 0
+    want = _sqnr(_outputs(folded, x), _outputs(qdq, x))
+    assert report["outputs"][0]["sqnr_db"] == pytest.approx(want, abs=0.006)
