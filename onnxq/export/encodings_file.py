@@ -38,6 +38,7 @@ import numpy as np
 
 from onnxq._version import __version__
 from onnxq.errors import EncodingsFileError, InvalidInputError
+from onnxq.graph.model_io import umask_mode
 from onnxq.quantization.encoding import FLOAT_BITWIDTH, Encoding
 
 __all__ = [
@@ -631,19 +632,12 @@ def save_encodings(
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=2)
             f.write("\n")
-        os.chmod(tmp, _default_mode(0o666))  # mkstemp makes it private; a file is not
+        os.chmod(tmp, umask_mode(0o666))  # mkstemp makes it private; the file is not
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return dest
-
-
-def _default_mode(mode: int) -> int:
-    """``mode`` under the process's umask: what ``open`` or ``mkdir`` would have given."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return mode & ~umask
 
 
 def encodings_to_dict(

@@ -23,13 +23,32 @@ from onnxq.errors import ModelError
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
 
-__all__ = ["PROTOBUF_LIMIT", "ModelLike", "load_model", "model_label", "save_model", "tensor_bytes"]
+__all__ = [
+    "PROTOBUF_LIMIT",
+    "ModelLike",
+    "load_model",
+    "model_label",
+    "save_model",
+    "tensor_bytes",
+    "umask_mode",
+]
 
 ModelLike = Any
 """A path (``str`` or ``os.PathLike``) to an ``.onnx`` file, or an ``onnx.ModelProto``."""
 
 PROTOBUF_LIMIT = 2**31 - 1
 """Bytes: a serialized protobuf message cannot be larger than this."""
+
+
+def umask_mode(mode: int) -> int:
+    """``mode`` under the process's umask: what ``open`` or ``mkdir`` would have given.
+
+    ``tempfile.mkstemp`` and ``mkdtemp`` make private files and folders; a file or folder
+    renamed from one into place should get the ordinary permissions instead.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    return mode & ~umask
 
 
 def model_label(model: ModelLike) -> str:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from onnxq.errors import InvalidInputError
+from onnxq.graph.model_io import umask_mode
 
 __all__ = ["QuantizeOptions", "publish", "quantize_to_folder", "staging_folder", "write_json"]
 
@@ -69,9 +70,7 @@ def staging_folder(outdir: Path) -> Path:
                 pass
         parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{outdir.name}-", dir=parent))
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o777 & ~umask)  # it becomes outdir: not private like a mkdtemp folder
+        tmp.chmod(umask_mode(0o777))  # it becomes outdir: not private like a mkdtemp folder
     except OSError as err:
         raise InvalidInputError(
             f"{outdir}: cannot write there ({err.strerror}); choose another -o"
@@ -161,7 +160,7 @@ def quantize_to_folder(
             report["quantizers"]["params"],
             report["quantizers"]["per_channel"],
         )
-        sim.compute_encodings(progress(calib.batches(), "calibrating", _num_batches(calib)))
+        sim.compute_encodings(progress(calib.batches(), "calibrating", calib.num_batches))
         timings["calibration"] = time.perf_counter() - started
         log.info("calibrated on %d samples in %.1f s", calib.num_samples, timings["calibration"])
 
@@ -172,7 +171,8 @@ def quantize_to_folder(
         started = time.perf_counter()
         encodings = dict(sim.encodings.activations) if sim.encodings else {}
         qdq = load_model(staging / f"{prefix}_qdq.onnx")
-        layer_names = [t for t in encodings if t in float_tensors(prepared)]
+        floats = float_tensors(prepared)
+        layer_names = [t for t in encodings if t in floats]
         cmp = compare_models(
             prepared,
             qdq,
@@ -180,7 +180,7 @@ def quantize_to_folder(
             layer_names,
             histograms_of=lambda c: sections.worst(c, 5),
             threads=opts.threads,
-            progress=lambda it, label: progress(it, label, _num_batches(evaluation)),
+            progress=lambda it, label: progress(it, label, evaluation.num_batches),
         )
         timings["evaluation"] = time.perf_counter() - started
         report["outputs"] = sections.outputs_section(cmp, None)
@@ -249,10 +249,6 @@ def _prepare(original: Any, opts: QuantizeOptions, report: dict[str, Any]) -> tu
         log.info("cross-layer equalization: %s", eq.summary().replace("\n", "; "))
     report["passes"] = passes
     return prepared, before, layers
-
-
-def _num_batches(data: Any) -> int:
-    return -(-data.num_samples // max(1, data.batch_size))
 
 
 def write_json(data: Any, path: Path) -> None:
