@@ -97,6 +97,7 @@ def run_check(
     }
     for w in data.warnings:
         log.warning(w)
+    warnings_: list[str] = list(data.warnings)
     failures: list[str] = []
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -109,7 +110,7 @@ def run_check(
         split = split_qdq(model)
         float_model, encodings, qdq = split.model, split.encodings, model
         if split.left_in_place:
-            report.setdefault("warnings", []).append(
+            warnings_.append(
                 f"{len(split.left_in_place)} Q/DQ node(s) not understood (first: "
                 f"{split.left_in_place[0]!r}); they stay in the float reference"
             )
@@ -149,7 +150,7 @@ def run_check(
             reference = load_model(float_model_path)
             _same_io(reference, qdq, Path(float_model_path), path)
         started = time.perf_counter()
-        cmp = _compare(reference, qdq, data, encodings, opts)
+        cmp = _compare(reference, qdq, float_model, data, encodings, opts)
         timings["evaluation"] = time.perf_counter() - started
         enc = dict(encodings.activations)
         report["outputs"] = sections.outputs_section(cmp, opts.min_output_sqnr)
@@ -173,8 +174,7 @@ def run_check(
             report["htp"] = _htp(qdq, data, cmp, encodings, opts, failures)
             timings["htp"] = time.perf_counter() - started
     report["failures"] = failures
-    report.setdefault("warnings", [])
-    report["warnings"] = list(data.warnings) + report["warnings"]
+    report["warnings"] = warnings_
     report["status"] = "fail" if failures else "pass"
     report["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
     return report
@@ -195,34 +195,34 @@ def _inits(model: Any) -> set[str]:
     return {t.name for t in model.graph.initializer}
 
 
-def _compare(reference: Any, qdq: Any, data: Any, encodings: Any, opts: CheckOptions) -> Any:
+def _compare(
+    reference: Any, qdq: Any, float_model: Any, data: Any, encodings: Any, opts: CheckOptions
+) -> Any:
     from onnxq.pipeline import sections  # noqa: PLC0415
     from onnxq.pipeline.compare import compare_models  # noqa: PLC0415
     from onnxq.progress import progress  # noqa: PLC0415
 
-    total = -(-data.num_samples // max(1, data.batch_size))
     return compare_models(
         reference,
         qdq,
         data.batches,
-        _layer_tensors(qdq, encodings),
+        _layer_tensors(float_model, encodings),
         histograms_of=lambda c: sections.worst(c, 5),
         keep_outputs=opts.htp_arch is not None,
         threads=opts.threads,
-        progress=lambda it, label: progress(it, label, total),
+        progress=lambda it, label: progress(it, label, data.num_batches),
     )
 
 
-def _layer_tensors(qdq: Any, encodings: Any) -> list[str]:
+def _layer_tensors(float_model: Any, encodings: Any) -> list[str]:
     """Encoded activations to compare, without the insides of fused activations.
 
     An export gives the tensor between a Conv and its Relu/Clip the activation's encoding
     (the device fuses the two; see :mod:`onnxq.export.qdq`). Its quantized values are the
     clipped ones, so against the float pre-activation it would show a meaningless low SQNR.
+    ``float_model`` is the model the encodings are for (a Q/DQ model's, taken apart).
     """
-    from onnxq.check.qdq_model import split_qdq  # noqa: PLC0415
-
-    graph = split_qdq(qdq).model.graph
+    graph = float_model.graph
     readers: dict[str, list[Any]] = {}
     for n in graph.node:
         for i in n.input:

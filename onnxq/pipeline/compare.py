@@ -194,9 +194,8 @@ def compare_models(
     if wanted:
         counts = {t: np.zeros(bins, np.int64) for t in wanted}
         edges = {t: _edges(stats[t], bins) for t in wanted}
-        sess = _session(reference, [t for t in wanted if t not in outputs], False, threads)
-        for feeds in wrap(batches(), "histograms"):
-            for t, v in zip(wanted, sess.run(wanted, dict(feeds)), strict=True):
+        for feeds in wrap(batches(), "histograms"):  # the first pass's session has them all
+            for t, v in zip(wanted, ref_sess.run(wanted, dict(feeds)), strict=True):
                 counts[t] += np.histogram(np.asarray(v, np.float64), bins=edges[t])[0]
         result.histograms = {t: (edges[t], counts[t]) for t in wanted}
     return result
