@@ -204,21 +204,26 @@ def quantizers_section(placement: Any, model: Any) -> dict[str, Any]:
     return totals | {"by_op_type": dict(sorted(by_op.items()))}
 
 
-def _weights_by_node(model: Any) -> dict[str, tuple[str, np.ndarray]]:
+def _weights_by_node(model: Any) -> dict[str, tuple[str, np.ndarray, int]]:
+    """Layer node name → (weight name, value, output-channel axis)."""
     from onnx import numpy_helper  # noqa: PLC0415
+
+    from onnxq.graph.weight_axes import weight_axes  # noqa: PLC0415
 
     inits = {t.name: t for t in model.graph.initializer}
     out = {}
     for n in model.graph.node:
-        if n.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul") and len(n.input) > 1:
-            t = inits.get(n.input[1])
-            if t is not None:
-                out[n.name] = (t.name, numpy_helper.to_array(t))
+        t = inits.get(n.input[1]) if len(n.input) > 1 else None
+        if t is None:
+            continue
+        attrs = {a.name: a.i for a in n.attribute if a.type == a.INT}
+        axes = weight_axes(n.op_type, 1, len(t.dims), attrs)
+        if axes is not None and len(t.dims) > 1:
+            out[n.name] = (t.name, numpy_helper.to_array(t), axes[0])
     return out
 
 
-def _channel_ranges(node_op: str, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    axis = 1 if node_op == "ConvTranspose" else 0
+def _channel_ranges(w: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
     flat = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
     return flat.min(axis=1), flat.max(axis=1)
 
@@ -232,12 +237,11 @@ def weight_ranges(
     (largest to median channel range) in ``before``: the ones per-tensor quantization hurts
     most, and the ones equalization changes most.
     """
-    ops = {n.name: n.op_type for n in before.graph.node}
     wb = _weights_by_node(before)
     wa = _weights_by_node(after) if after is not None else {}
 
     def spread(name: str) -> float:
-        lo, hi = _channel_ranges(ops[name], wb[name][1])
+        lo, hi = _channel_ranges(wb[name][1], wb[name][2])
         r = np.maximum(hi, 0) - np.minimum(lo, 0)
         med = float(np.median(r))
         return float(r.max()) / med if med > 0 else 0.0
@@ -246,7 +250,7 @@ def weight_ranges(
     candidates = sorted(dict.fromkeys(candidates), key=spread, reverse=True)
     rows = []
     for name in candidates[:k]:
-        lo, hi = _channel_ranges(ops[name], wb[name][1])
+        lo, hi = _channel_ranges(wb[name][1], wb[name][2])
         row: dict[str, Any] = {
             "weight": wb[name][0],
             "layer": name,
@@ -254,7 +258,7 @@ def weight_ranges(
             "after": None,
         }
         if name in wa:
-            lo2, hi2 = _channel_ranges(ops[name], wa[name][1])
+            lo2, hi2 = _channel_ranges(wa[name][1], wa[name][2])
             row["after"] = {"min": lo2.astype(float).tolist(), "max": hi2.astype(float).tolist()}
         rows.append(row)
     return rows

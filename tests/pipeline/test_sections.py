@@ -26,3 +26,21 @@ def test_outputs_section_gates_float_outputs_and_leaves_out_the_others():
 
 def test_db_in_json():
     assert db(math.inf) is None and db(-math.inf) == -999.0 and db(12.3456) == 12.35
+
+
+def test_weight_ranges_follow_each_layers_output_channel_axis():
+    from onnx import TensorProto, helper, numpy_helper  # noqa: PLC0415
+
+    from onnxq.pipeline.sections import weight_ranges  # noqa: PLC0415
+
+    w = np.arange(12, dtype=np.float32).reshape(3, 4)  # Gemm, transB 0: [in 3, out 4]
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w"], ["y"], name="fc")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        [numpy_helper.from_array(w, "w")],
+    )
+    (row,) = weight_ranges(helper.make_model(graph), None)
+    assert row["layer"] == "fc" and row["after"] is None
+    assert row["before"] == {"min": w.min(axis=0).tolist(), "max": w.max(axis=0).tolist()}
