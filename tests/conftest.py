@@ -84,6 +84,39 @@ def write_small_cnn(path):
     return model
 
 
+def conv16_qdq_model() -> Any:
+    """A Q/DQ ``Conv`` named ``conv16`` with 16-bit weights, which the HTP has no kernel for.
+
+    Input ``x`` [1, 3, 8, 8], output ``y`` [1, 4, 6, 6], opset 21.
+    """
+    import numpy as np  # noqa: PLC0415
+    from onnx import TensorProto, helper, numpy_helper  # noqa: PLC0415
+
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"]),
+        helper.make_node("DequantizeLinear", ["w_int", "ws", "wz"], ["w"]),
+        helper.make_node("Conv", ["xd", "w"], ["y0"], name="conv16"),
+        helper.make_node("QuantizeLinear", ["y0", "s", "z"], ["yq"]),
+        helper.make_node("DequantizeLinear", ["yq", "s", "z"], ["y"]),
+    ]
+    inits = [
+        numpy_helper.from_array(np.ones((4, 3, 3, 3), np.int16), "w_int"),
+        numpy_helper.from_array(np.float32(0.1), "s"),
+        numpy_helper.from_array(np.uint8(128), "z"),
+        numpy_helper.from_array(np.float32(0.01), "ws"),
+        numpy_helper.from_array(np.int16(0), "wz"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 6, 6])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+
+
 @pytest.fixture
 def conv_sigmoid() -> tuple[Any, Any]:
     """``Conv(3→4, 3×3) → Sigmoid`` at opset 11 (input ``x`` [N, 3, 5, 5], output ``y``,

@@ -12,6 +12,7 @@ import pytest
 import onnxq
 from onnxq.check.htp import htp_available, parse_rejections, run_on_htp
 from onnxq.errors import ModelError
+from tests.conftest import conv16_qdq_model
 
 needs_htp = pytest.mark.skipif(not htp_available(), reason="onnxruntime-qnn is not installed")
 
@@ -78,31 +79,6 @@ def test_the_qdq_export_runs_whole_on_the_htp_and_matches_the_simulation(tmp_pat
 @needs_htp
 def test_a_node_the_hardware_cannot_run_is_reported(tmp_path):
     # a Conv with 16-bit weights: the HTP has no such kernel
-    from onnx import TensorProto, helper, numpy_helper  # noqa: PLC0415
-
-    w = numpy_helper.from_array(np.ones((4, 3, 3, 3), np.int16), "w_int")
-    nodes = [
-        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
-        helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"]),
-        helper.make_node("DequantizeLinear", ["w_int", "ws", "wz"], ["w"]),
-        helper.make_node("Conv", ["xd", "w"], ["y0"], name="conv16"),
-        helper.make_node("QuantizeLinear", ["y0", "s", "z"], ["yq"]),
-        helper.make_node("DequantizeLinear", ["yq", "s", "z"], ["y"]),
-    ]
-    inits = [
-        w,
-        numpy_helper.from_array(np.float32(0.1), "s"),
-        numpy_helper.from_array(np.uint8(128), "z"),
-        numpy_helper.from_array(np.float32(0.01), "ws"),
-        numpy_helper.from_array(np.int16(0), "wz"),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 6, 6])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    model = conv16_qdq_model()
     with pytest.raises(ModelError, match=r"HTP backend failed: .*Node 'conv16"):
         run_on_htp(model, [{"x": np.zeros((1, 3, 8, 8), np.float32)}])

@@ -16,6 +16,7 @@ import pytest
 
 from onnxq.check.htp import htp_available
 from tests.commands.conftest import one_error_line, run_onnxq
+from tests.conftest import conv16_qdq_model
 
 
 @pytest.fixture
@@ -165,33 +166,8 @@ def test_htp_gate_runs_the_emulated_backend(quantized, tmp_path):
 @pytest.mark.skipif(not htp_available(), reason="onnxruntime-qnn is not installed")
 def test_a_model_the_htp_cannot_run_fails_the_gate_naming_the_node(tmp_path):
     # a Conv with 16-bit weights: the HTP has no such kernel and refuses the graph
-    import onnx  # noqa: PLC0415
-    from onnx import TensorProto, helper, numpy_helper  # noqa: PLC0415
-
-    nodes = [
-        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
-        helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"]),
-        helper.make_node("DequantizeLinear", ["w_int", "ws", "wz"], ["w"]),
-        helper.make_node("Conv", ["xd", "w"], ["y0"], name="conv16"),
-        helper.make_node("QuantizeLinear", ["y0", "s", "z"], ["yq"]),
-        helper.make_node("DequantizeLinear", ["yq", "s", "z"], ["y"]),
-    ]
-    inits = [
-        numpy_helper.from_array(np.ones((4, 3, 3, 3), np.int16), "w_int"),
-        numpy_helper.from_array(np.float32(0.1), "s"),
-        numpy_helper.from_array(np.uint8(128), "z"),
-        numpy_helper.from_array(np.float32(0.01), "ws"),
-        numpy_helper.from_array(np.int16(0), "wz"),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 6, 6])],
-        inits,
-    )
     path = tmp_path / "conv16_qdq.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]), str(path))
+    onnx.save(conv16_qdq_model(), str(path))
     result = run_onnxq("check", path, "--htp", "v73", "--min-output-sqnr", "0",
                        "--param-bw", "16", "--json", cwd=tmp_path)  # fmt: skip
     assert result.returncode == 1, result.stderr
