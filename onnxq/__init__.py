@@ -17,6 +17,8 @@ Public API
 - Quantizer placement: :func:`place_quantizers` (which tensors a hardware config quantizes).
 - Jobs (the command line's): :func:`quantize` (a model and data in, the deployable files
   and a report out), :func:`check_model` (the pre-deployment gate).
+- Advanced PTQ (numpy and onnxruntime only): :func:`apply_adaround`, :func:`apply_seq_mse`,
+  :func:`apply_bias_correction`.
 - Calibration: :func:`collect_statistics` with :class:`Observed` tensors; range estimators
   (quant schemes) from :func:`make_estimator`.
 """
@@ -48,6 +50,10 @@ _LAZY = {
     "QuantizationSimModel": "onnxq.sim.quantsim",
     "set_blockwise_quantization_for_weights": "onnxq.sim.blockwise",
     "collect_statistics": "onnxq.calibrate.statistics",
+    "apply_adaround": "onnxq.ptq.adaround",
+    "AdaroundParameters": "onnxq.ptq.adaround",
+    "apply_seq_mse": "onnxq.ptq.seq_mse",
+    "apply_bias_correction": "onnxq.ptq.bias_correction",
     "make_estimator": "onnxq.quantization.estimators",
     "quantize": "onnxq.pipeline.api",
     "check_model": "onnxq.pipeline.api",
@@ -59,6 +65,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "AdaroundParameters",
     "ConfigError",
     "Encoding",
     "EncodingSet",
@@ -70,6 +77,9 @@ __all__ = [
     "OnnxqError",
     "QuantizationSimModel",
     "__version__",
+    "apply_adaround",
+    "apply_bias_correction",
+    "apply_seq_mse",
     "available_configs",
     "check_model",
     "collect_statistics",
@@ -106,6 +116,9 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from onnxq.quantization.encoding import Encoding
     from onnxq.quantization.estimators import make_estimator
     from onnxq.quantization.ranges import encoding_from_range
+    from onnxq.ptq.adaround import AdaroundParameters, apply_adaround
+    from onnxq.ptq.bias_correction import apply_bias_correction
+    from onnxq.ptq.seq_mse import apply_seq_mse
     from onnxq.sim.blockwise import set_blockwise_quantization_for_weights
     from onnxq.sim.hwconfig import HardwareConfig, available_configs, load_config
     from onnxq.sim.placement import place_quantizers

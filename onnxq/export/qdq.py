@@ -198,6 +198,34 @@ def _static_dequantize(graph: Any, name: str, enc: Encoding, value: np.ndarray) 
     ]
 
 
+def refresh_param(qdq_model: Any, name: str, value: np.ndarray, enc: Encoding | None) -> None:
+    """Give param ``name`` of a :func:`to_qdq` model a new value (and encoding), in place.
+
+    For methods that change one weight at a time (AdaRound, SeqMSE, bias correction): the
+    integers, scale and zero point of an encoded param are replaced (an encoding of the same
+    kind and granularity as before), an unencoded one's float initializer is.
+    """
+    import onnx  # noqa: PLC0415
+    from onnx import numpy_helper  # noqa: PLC0415
+
+    graph = qdq_model.graph
+    if enc is None:
+        for t in graph.initializer:
+            if t.name == name:
+                old = numpy_helper.to_array(t)
+                t.CopyFrom(numpy_helper.from_array(np.asarray(value).astype(old.dtype), name))
+                return
+        raise KeyError(name)
+    scratch = onnx.GraphProto()
+    _static_dequantize(scratch, name, enc, value)
+    fresh = {t.name: t for t in scratch.initializer}
+    for t in graph.initializer:
+        if t.name in fresh:
+            t.CopyFrom(fresh.pop(t.name))
+    if fresh:
+        raise KeyError(f"{name}: the Q/DQ model has no {sorted(fresh)[0]!r}")
+
+
 def to_qdq(model: Any, encodings: EncodingSet) -> Any:
     """Return a copy of ``model`` with Q/DQ nodes for every encoding in ``encodings``."""
     import onnx  # noqa: PLC0415

@@ -152,6 +152,7 @@ class QuantizationSimModel:
         )
         self.encodings: EncodingSet | None = None
         self._frozen: set[str] = set()
+        self._reference: Any = None
         self._session: Any = None
         self._qdq_session: Any = None
 
@@ -273,6 +274,41 @@ class QuantizationSimModel:
         self.encodings.params.update(loaded.params)
         if freeze:
             self._frozen |= set(loaded)
+        self._session = self._qdq_session = None
+
+    def freeze_encodings(self, names: Iterable[str]) -> None:
+        """Keep the current encodings of these tensors through later :meth:`compute_encodings`."""
+        if self.encodings is None:
+            raise InvalidInputError("no encodings yet: call compute_encodings or load_encodings")
+        names = set(names)
+        unknown = sorted(n for n in names if n not in self.encodings)
+        if unknown:
+            raise InvalidInputError(f"tensor {unknown[0]!r} has no encoding to freeze")
+        self._frozen |= names
+
+    @property
+    def frozen(self) -> frozenset[str]:
+        """Tensors whose encodings :meth:`compute_encodings` keeps."""
+        return frozenset(self._frozen)
+
+    def reference_model(self) -> Any:
+        """The float model as it was before any weight-rewriting method (AdaRound) ran.
+
+        Methods that rewrite weights call it before they do. The first call makes
+        ``sim.model`` a private copy, so the rewrites reach neither the reference nor a
+        ``ModelProto`` the caller passed in.
+        """
+        if self._reference is None:
+            import onnx  # noqa: PLC0415
+
+            self._reference = self.model
+            self.model = onnx.ModelProto()
+            self.model.CopyFrom(self._reference)
+            self.model_changed()
+        return self._reference
+
+    def model_changed(self) -> None:
+        """Drop the sessions after ``sim.model`` or ``sim.encodings`` were edited in place."""
         self._session = self._qdq_session = None
 
     def set_and_freeze_param_encodings(self, encodings: Any) -> None:
