@@ -21,6 +21,8 @@ Public API
   :func:`apply_bias_correction`.
 - Calibration: :func:`collect_statistics` with :class:`Observed` tensors; range estimators
   (quant schemes) from :func:`make_estimator`.
+- Analysis: :func:`analyze_sensitivity` per quantizer group (:func:`quantizer_groups`), and
+  :func:`apply_mixed_precision` (the most sensitive groups promoted to int16 or fp16).
 """
 
 from __future__ import annotations
@@ -56,6 +58,11 @@ _LAZY = {
     "apply_bias_correction": "onnxq.ptq.bias_correction",
     "make_estimator": "onnxq.quantization.estimators",
     "quantize": "onnxq.pipeline.api",
+    "quantizer_groups": "onnxq.analysis.groups",
+    "analyze_sensitivity": "onnxq.analysis.sensitivity",
+    "SensitivityResult": "onnxq.analysis.sensitivity",
+    "apply_mixed_precision": "onnxq.analysis.mixed_precision",
+    "MixedPrecisionResult": "onnxq.analysis.mixed_precision",
     "check_model": "onnxq.pipeline.api",
     "OnnxqError": "onnxq.errors",
     "ModelError": "onnxq.errors",
@@ -72,13 +79,17 @@ __all__ = [
     "EncodingsFileError",
     "HardwareConfig",
     "InvalidInputError",
+    "MixedPrecisionResult",
     "ModelError",
     "Observed",
     "OnnxqError",
     "QuantizationSimModel",
+    "SensitivityResult",
     "__version__",
+    "analyze_sensitivity",
     "apply_adaround",
     "apply_bias_correction",
+    "apply_mixed_precision",
     "apply_seq_mse",
     "available_configs",
     "check_model",
@@ -93,12 +104,16 @@ __all__ = [
     "place_quantizers",
     "prepare_model",
     "quantize",
+    "quantizer_groups",
     "save_encodings",
     "save_model",
     "set_blockwise_quantization_for_weights",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from onnxq.analysis.groups import quantizer_groups
+    from onnxq.analysis.mixed_precision import MixedPrecisionResult, apply_mixed_precision
+    from onnxq.analysis.sensitivity import SensitivityResult, analyze_sensitivity
     from onnxq.calibrate.statistics import Observed, collect_statistics
     from onnxq.errors import (
         ConfigError,
@@ -113,12 +128,12 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from onnxq.passes.fold_batch_norms import fold_all_batch_norms
     from onnxq.passes.prepare import prepare_model
     from onnxq.pipeline.api import check_model, quantize
-    from onnxq.quantization.encoding import Encoding
-    from onnxq.quantization.estimators import make_estimator
-    from onnxq.quantization.ranges import encoding_from_range
     from onnxq.ptq.adaround import AdaroundParameters, apply_adaround
     from onnxq.ptq.bias_correction import apply_bias_correction
     from onnxq.ptq.seq_mse import apply_seq_mse
+    from onnxq.quantization.encoding import Encoding
+    from onnxq.quantization.estimators import make_estimator
+    from onnxq.quantization.ranges import encoding_from_range
     from onnxq.sim.blockwise import set_blockwise_quantization_for_weights
     from onnxq.sim.hwconfig import HardwareConfig, available_configs, load_config
     from onnxq.sim.placement import place_quantizers

@@ -15,7 +15,10 @@ Rules:
 - nodes the backend refuses run on onnxruntime's CPU provider and are returned in
   :attr:`HtpRun.rejected` with the backend's reason; graph-input Quantize and graph-output
   Dequantize nodes are kept on the CPU by design (``offload_graph_io_quantization``) and are
-  not counted as refused.
+  not counted as refused;
+- ops the backend takes alone rather than as a quantized ``DQ → op → Q`` unit run in floating
+  point (the HTP's float16 mode) and are returned in :attr:`HtpRun.float_nodes`: intended for
+  float16 layers, a sign of mismatched input and output types anywhere else.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ class HtpRun:
     outputs: list[list[np.ndarray]]
     rejected: list[RejectedNode] = field(default_factory=list)
     arch: int = 73
+    float_nodes: list[tuple[str, str]] = field(default_factory=list)  # (op type, node name)
 
     @property
     def accepted_whole(self) -> bool:
@@ -85,6 +89,22 @@ def parse_rejections(log: str) -> list[RejectedNode]:
             name = node["name"].strip() or f"#{node['idx']}"
             found.setdefault((node["op"], name), RejectedNode(node["op"], name, reason))
     return list(found.values())
+
+
+_PASSED_ALONE = re.compile(
+    r"Validation PASSED for 1 nodes in OrtNodeUnit \((?P<op>\w+)\) :\n\s*Operator type: \S+ "
+    r"Node name: (?P<name>.*?) Node index"
+)
+_TOKEN = re.compile(r"_token_\d+$")  # the copy of a node the layout transformation makes
+
+
+def parse_float_nodes(log: str) -> list[tuple[str, str]]:
+    """``(op type, node name)`` of the compute ops a verbose log shows taken alone (in float)."""
+    found: dict[tuple[str, str], None] = {}
+    for m in _PASSED_ALONE.finditer(log):
+        if m["op"] not in ("QuantizeLinear", "DequantizeLinear"):
+            found.setdefault((m["op"], _TOKEN.sub("", m["name"].strip())), None)
+    return list(found)
 
 
 def run_on_htp(
@@ -141,4 +161,6 @@ def run_on_htp(
         for i in range(len(feeds)):
             with np.load(folder / f"out_{i}.npz") as z:
                 outputs.append([z[f"o{k}"] for k in range(len(names))])
-    return HtpRun(names, outputs, parse_rejections(proc.stderr), arch)
+    return HtpRun(
+        names, outputs, parse_rejections(proc.stderr), arch, parse_float_nodes(proc.stderr)
+    )

@@ -23,6 +23,9 @@ Rules:
   and the backend sees the DQ → Conv → Q → DQ → Clip → Q units it fuses into one kernel;
 - a float16 encoding (fp16 simulation) is a ``Cast → Cast`` round trip through float16; an
   fp16 param is stored as float16 and cast back;
+- where precisions meet (mixed precision), an op reads an input on another integer type through
+  a conversion, and a float16 layer's integer output is rounded to float16 before its Q
+  (:mod:`onnxq.export.conversions`);
 - the default-domain opset is raised only as needed — 13 for per-channel, 21 for 4- or
   16-bit types and blocks — with onnx's version converter;
 - the input model is not modified.
@@ -243,6 +246,9 @@ def to_qdq(model: Any, encodings: EncodingSet) -> Any:
                 f"the model's opset {current} must be raised to {need} for these encodings "
                 f"and onnx's converter failed: {err}"
             ) from None
+    from onnxq.export.conversions import conversion_nodes, find_conversions  # noqa: PLC0415
+
+    conversions = find_conversions(out, encodings)
     graph = out.graph
     inits = {t.name: t for t in graph.initializer}
     inputs = {i.name for i in graph.input}
@@ -303,7 +309,16 @@ def to_qdq(model: Any, encodings: EncodingSet) -> Any:
                                  name=f"{name}_cast_up", to=1),
             ]  # fmt: skip
         else:
-            pair = [
+            pair = []
+            if name in conversions.float16_first:  # a float16 layer's result, then its grid
+                pair = [
+                    helper.make_node("Cast", [source], [f"{name}_float16"],
+                                     name=f"{name}_cast_down", to=_FLOAT_ONNX["float16"]),
+                    helper.make_node("Cast", [f"{name}_float16"], [f"{name}_rounded"],
+                                     name=f"{name}_cast_up", to=1),
+                ]  # fmt: skip
+                source = f"{name}_rounded"
+            pair += [
                 helper.make_node(
                     "QuantizeLinear", [source, scale.name, zp.name], [f"{name}_q"],
                     name=f"{name}_quantize", **attrs,
@@ -314,9 +329,22 @@ def to_qdq(model: Any, encodings: EncodingSet) -> Any:
                 ),
             ]  # fmt: skip
         if name in producers:
-            after[source] = pair
+            after[f"{name}_float"] = pair
         else:
             new_nodes += pair
+    for conv in conversions.converted:  # right after the converted tensor's own Q/DQ pair
+        if conv.tensor not in activations or conv.tensor in static:
+            continue
+        conv_scale, conv_zp, *conv_nodes = conversion_nodes(
+            conv, f"{conv.tensor}_q", f"{conv.tensor}_scale", f"{conv.tensor}_zero_point"
+        )
+        graph.initializer.extend([conv_scale, conv_zp])
+        for reader, slot in conv.readers:
+            producers[reader].input[slot] = conv.name
+        if conv.tensor in producers:
+            after[f"{conv.tensor}_float"] += conv_nodes
+        else:
+            new_nodes += conv_nodes
     nodes = list(graph.node)
     for node in nodes:
         for i, name in enumerate(node.input):

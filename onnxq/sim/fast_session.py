@@ -31,7 +31,9 @@ Rules of :func:`fast_simulation`:
 
 :func:`fast_simulation` returns None, with the reason, when it cannot be done here (onnxq's ops
 do not build, a model over 1 GiB, a per-channel activation encoding on a blocked tensor, a
-bfloat16 or float8 round trip); the caller then uses the exact Q/DQ session.
+bfloat16 or float8 round trip, mixed precisions whose conversions
+(:mod:`onnxq.export.conversions`) differ per reader); the caller then uses the exact Q/DQ
+session.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ import numpy as np
 from onnxq.export.encodings_file import EncodingSet
 from onnxq.quantization.encoding import Encoding
 
-__all__ = ["FastSimulation", "fast_simulation"]
+__all__ = ["FastSimulation", "fast_simulation", "simulated_activations"]
 
 NCHWC_DOMAIN = "com.microsoft.nchwc"
 _INT_RANGE = {
@@ -227,6 +229,26 @@ def _insert_fake_quantizers(
     return blocked
 
 
+def simulated_activations(model: Any, encodings: EncodingSet) -> dict[str, Encoding] | str:
+    """The activations that get a FakeQuantize (op outputs and graph inputs), or why one cannot.
+
+    Constants (initializers, ``Constant`` nodes) get their grid values once, not a quantizer.
+    """
+    graph_inputs = {i.name for i in model.graph.input}
+    produced = {o for n in model.graph.node if n.op_type != "Constant" for o in n.output}
+    quantizers = {
+        n: e
+        for n, e in encodings.activations.items()
+        if (e.dtype == "int" or e.float_format is not None) and (n in produced or n in graph_inputs)
+    }
+    try:
+        for name, enc in quantizers.items():
+            _fq_attrs(name, enc)
+    except _Unsupported as why:
+        return str(why)
+    return quantizers
+
+
 def fast_simulation(
     model: Any, encodings: EncodingSet, threads: int | None = None
 ) -> FastSimulation | str:
@@ -253,19 +275,13 @@ def fast_simulation(
         library = kernel_library()
     except KernelBuildError as err:
         return str(err)
-    graph_inputs = {i.name for i in model.graph.input}
-    # constants (initializers, Constant nodes) get their grid values once, not a quantizer
-    produced = {o for n in model.graph.node if n.op_type != "Constant" for o in n.output}
-    quantizers = {
-        n: e
-        for n, e in encodings.activations.items()
-        if (e.dtype == "int" or e.float_format is not None) and (n in produced or n in graph_inputs)
-    }
-    try:
-        for name, enc in quantizers.items():
-            _fq_attrs(name, enc)
-    except _Unsupported as why:
-        return str(why)
+    quantizers = simulated_activations(model, encodings)
+    if isinstance(quantizers, str):
+        return quantizers
+    from onnxq.export.conversions import find_conversions  # noqa: PLC0415
+
+    if find_conversions(model, encodings):
+        return "precisions meet (mixed precision): their conversions are per reader"
     float_model = _float_model(model, _dequantized_constants(to_qdq(model, encodings), encodings))
     outputs = [o.name for o in model.graph.output]
     per_channel = [

@@ -16,7 +16,9 @@ ops, or inside a supergroup); each weight scale is raised, never lowered, until
    (AIMET's ``o ≤ 0``, so ``o·s`` is the grid's minimum) folded in fits.
 
 ``b`` is the layer's bias (the Conv/Gemm input, or the constant a MatMul's single Add
-consumer adds); ``s_out``/``o_out`` the encoding of the layer's output. AIMET-ONNX 2.42 runs
+consumer adds); ``s_out``/``o_out`` the encoding of the layer's output; ``s_in`` the input's,
+at the output's bitwidth when they differ (mixed precision: the HTP reads the input converted,
+:mod:`onnxq.export.conversions`). AIMET-ONNX 2.42 runs
 the same checks after every calibration (aimet-facts §5; the constants and the sign of the
 offset term were matched against its encodings on efflite0). A layer fused with its Relu/Clip
 (a supergroup) has no output encoding of its own; AIMET then skips rules 2 and 3, while onnxq
@@ -32,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from onnxq.export.conversions import rescaled
 from onnxq.export.encodings_file import EncodingSet
 from onnxq.export.layer_grids import layers, tensor_grids
 
@@ -76,6 +79,8 @@ def adjust_weight_scales(
         if w_enc.enc_type not in ("PER_TENSOR", "PER_CHANNEL"):
             continue
         out_enc = outputs.get(layer.output)
+        if out_enc is not None and out_enc.dtype == "int":  # the HTP reads it converted
+            in_enc = rescaled(in_enc, out_enc.bitwidth)
         s_in = float(np.max(in_enc.scale))
         s_w = np.asarray(w_enc.scale, np.float64)
         need = np.zeros_like(s_w)
