@@ -66,6 +66,76 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         help="flag layer outputs below this SQNR in the report (dB, default 10)",
     )
     p.add_argument("--threads", type=int, help="onnxruntime threads (default: all cores)")
+    p.add_argument(
+        "--seq-mse",
+        type=_positive,
+        nargs="?",
+        const=20,
+        metavar="N",
+        help="choose each weight channel's range by its layer's output error, among N "
+        "candidates (default 20 when given)",
+    )
+    p.add_argument(
+        "--adaround",
+        type=_positive,
+        nargs="?",
+        const=2000,
+        metavar="ITERATIONS",
+        help="learn each weight's rounding, layer by layer (default 2000 iterations per "
+        "layer when given; about 4 min on efflite0 with 64 samples on 2 cores)",
+    )
+    p.add_argument(
+        "--bias-correction",
+        nargs="?",
+        const="empirical",
+        choices=("empirical", "analytical"),
+        help="correct each layer's mean output shift: from the calibration data (empirical, "
+        "the default when given) or from the folded batch norms (analytical)",
+    )
+    p.add_argument(
+        "--sensitivity",
+        nargs="?",
+        const="both",
+        choices=("enable", "disable", "both"),
+        help="per-group sensitivity on the evaluation samples: each quantizer group alone "
+        "(enable), all but it (disable), or both (the default when given); in the reports",
+    )
+    p.add_argument(
+        "--mixed-precision",
+        type=float,
+        metavar="TARGET_DB",
+        help="promote the most sensitive groups until the output SQNR reaches TARGET_DB",
+    )
+    p.add_argument(
+        "--mp-budget",
+        type=_non_negative,
+        metavar="N",
+        help="promote at most N groups (default: no limit)",
+    )
+    p.add_argument(
+        "--mp-precision",
+        default="int16",
+        choices=("int16", "fp16"),
+        help="precision of promoted groups: int16 activations (weights ≥ 8-bit) or fp16 "
+        "(default int16)",
+    )
+
+
+def _positive(text: str) -> int:
+    value = _non_negative(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("0: give 1 or more")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; give 0 or more")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -98,6 +168,13 @@ def run(args: argparse.Namespace) -> int:
         layer_threshold_db=args.layer_threshold,
         seed=args.seed,
         threads=args.threads,
+        sensitivity=args.sensitivity,
+        mixed_precision_db=args.mixed_precision,
+        mp_budget=args.mp_budget,
+        mp_precision=args.mp_precision,
+        seq_mse=args.seq_mse,
+        adaround=args.adaround,
+        bias_correction=args.bias_correction,
     )
     report = quantize_to_folder(args.model, args.outdir, calib, options, eval_data)
     if args.json:
@@ -132,6 +209,16 @@ def _print_summary(report: dict[str, Any], outdir: Path) -> None:
     if ranked:
         worst = ", ".join(f"{r['tensor']} {r['sqnr_db']:.1f} dB" for r in ranked[:3])
         print(f"  lowest layer outputs: {worst}", file=out)
+    sens = report.get("sensitivity")
+    if sens:
+        print(
+            f"  sensitivity ({sens['variants']} variants, {sens['seconds']:.0f} s): most "
+            f"sensitive {', '.join(sens['most_sensitive'][:3])}",
+            file=out,
+        )
+    mp = report.get("mixed_precision")
+    if mp:
+        print(f"  mixed precision ({mp['precision']}): {mp['reason']}", file=out)
     flagged = sum(r["flagged"] for r in report["layers"])
     if flagged:
         print(

@@ -7,6 +7,9 @@ Steps, in order, each logged:
 3. prepare the graph: fold batch norms (default; the HTP folds them) and, with ``cle``,
    cross-layer equalization;
 4. place quantizers per the hardware config and calibrate (:class:`QuantizationSimModel`);
+   then, when asked, SeqMSE weight ranges, AdaRound, bias correction (:mod:`onnxq.ptq`, on the
+   calibration data), per-group sensitivity and mixed precision on the evaluation samples
+   (:mod:`onnxq.analysis`: the promoted groups are in the exported encodings);
 5. export ``<prefix>.onnx`` (the prepared float model), ``<prefix>.encodings`` and
    ``<prefix>_qdq.onnx``;
 6. evaluate: the Q/DQ model against the prepared float model on the evaluation samples,
@@ -54,6 +57,13 @@ class QuantizeOptions:
     layer_threshold_db: float = 10.0
     seed: int = 0
     threads: int | None = None
+    sensitivity: str | None = None  # "enable", "disable" or "both"; None: no analysis
+    mixed_precision_db: float | None = None  # target score; None: no mixed precision
+    mp_budget: int | None = None  # most groups promoted; None: no limit
+    mp_precision: str = "int16"
+    seq_mse: int | None = None  # SeqMSE candidates; None: off
+    adaround: int | None = None  # AdaRound iterations per layer; None: off
+    bias_correction: str | None = None  # "empirical" or "analytical"; None: off
 
 
 def staging_folder(outdir: Path) -> Path:
@@ -107,6 +117,7 @@ def quantize_to_folder(
     from onnxq.sim.quantsim import QuantizationSimModel  # noqa: PLC0415
 
     opts = options or QuantizeOptions()
+    _check_analysis_options(opts)
     src, out = Path(model_path), Path(outdir)
     original = load_model(src)
     prefix = opts.prefix or src.stem
@@ -163,6 +174,8 @@ def quantize_to_folder(
         sim.compute_encodings(progress(calib.batches(), "calibrating", calib.num_batches))
         timings["calibration"] = time.perf_counter() - started
         log.info("calibrated on %d samples in %.1f s", calib.num_samples, timings["calibration"])
+        _weight_methods(sim, original, calib, opts, report, timings)
+        _analyze(sim, evaluation, opts, report, timings, warnings_)
 
         started = time.perf_counter()
         sim.export(staging, prefix, encoding_version=opts.encoding_version)
@@ -211,6 +224,109 @@ def quantize_to_folder(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return report
+
+
+def _weight_methods(
+    sim: Any,
+    original: Any,
+    calib: Any,
+    opts: QuantizeOptions,
+    report: dict[str, Any],
+    timings: dict[str, float],
+) -> None:
+    """SeqMSE, AdaRound, then bias correction (:mod:`onnxq.ptq`), each when asked."""
+    report["ptq"] = None
+    if opts.seq_mse is None and opts.adaround is None and opts.bias_correction is None:
+        return
+    from onnxq.ptq.adaround import apply_adaround  # noqa: PLC0415
+    from onnxq.ptq.bias_correction import apply_bias_correction  # noqa: PLC0415
+    from onnxq.ptq.seq_mse import apply_seq_mse  # noqa: PLC0415
+
+    data = list(calib.batches())
+    section: dict[str, Any] = {}
+    if opts.seq_mse is not None:
+        started = time.perf_counter()
+        section["seq_mse"] = apply_seq_mse(sim, data, opts.seq_mse).to_dict()
+        timings["seq_mse"] = time.perf_counter() - started
+        log.info("SeqMSE over %d layers in %.1f s", len(section["seq_mse"]["layers"]),
+                 timings["seq_mse"])  # fmt: skip
+    if opts.adaround is not None:
+        started = time.perf_counter()
+        section["adaround"] = apply_adaround(sim, data, opts.adaround).to_dict()
+        timings["adaround"] = time.perf_counter() - started
+        log.info("AdaRound over %d layers in %.1f s", len(section["adaround"]["layers"]),
+                 timings["adaround"])  # fmt: skip
+    if opts.bias_correction is not None:
+        started = time.perf_counter()
+        if opts.bias_correction == "analytical":
+            from onnxq.passes.fold_batch_norms import fold_all_batch_norms  # noqa: PLC0415
+
+            bn = fold_all_batch_norms(original).bn_params if opts.fold_bn and not opts.cle else {}
+            result = apply_bias_correction(sim, method="analytical", batch_norms=bn)
+        else:
+            result = apply_bias_correction(sim, data)
+        section["bias_correction"] = result.to_dict()
+        timings["bias_correction"] = time.perf_counter() - started
+        log.info("bias correction (%s): %d layers in %.1f s", opts.bias_correction,
+                 len(result.layers), timings["bias_correction"])  # fmt: skip
+    report["ptq"] = section
+
+
+def _check_analysis_options(opts: QuantizeOptions) -> None:
+    """Bad sensitivity or mixed-precision settings fail here, before any work."""
+    if opts.sensitivity not in (None, "enable", "disable", "both"):
+        raise InvalidInputError(f"sensitivity={opts.sensitivity!r}: use enable, disable or both")
+    if opts.mp_precision not in ("int16", "fp16"):
+        raise InvalidInputError(f"mp_precision={opts.mp_precision!r}: use int16 or fp16")
+    if opts.mp_budget is not None and opts.mp_budget < 0:
+        raise InvalidInputError(f"mp_budget={opts.mp_budget}: give 0 or more groups")
+    for name in ("seq_mse", "adaround"):
+        value = getattr(opts, name)
+        if value is not None and value < 1:
+            raise InvalidInputError(f"{name}={value}: give a positive number")
+    if opts.bias_correction not in (None, "empirical", "analytical"):
+        raise InvalidInputError(
+            f"bias_correction={opts.bias_correction!r}: use empirical or analytical"
+        )
+
+
+def _analyze(
+    sim: Any,
+    evaluation: Any,
+    opts: QuantizeOptions,
+    report: dict[str, Any],
+    timings: dict[str, float],
+    warnings_: list[str],
+) -> None:
+    """Sensitivity analysis and mixed precision on the evaluation samples, when asked."""
+    report["sensitivity"] = report["mixed_precision"] = None
+    if opts.sensitivity is None and opts.mixed_precision_db is None:
+        return
+    from onnxq.analysis.mixed_precision import apply_mixed_precision  # noqa: PLC0415
+    from onnxq.analysis.sensitivity import Evaluation, analyze_sensitivity  # noqa: PLC0415
+
+    started = time.perf_counter()
+    ev = Evaluation(sim.model, evaluation, threads=opts.threads)
+    sens = None
+    if opts.sensitivity is not None:
+        sens = analyze_sensitivity(sim, None, mode=opts.sensitivity, evaluation=ev)  # type: ignore[arg-type]
+        report["sensitivity"] = sens.to_dict()
+        timings["sensitivity"] = time.perf_counter() - started
+        log.info(
+            "sensitivity of %d groups (%d variants) in %.1f s; most sensitive: %s",
+            len(sens.groups), sens.variants, timings["sensitivity"], ", ".join(sens.ranking()[:3]),
+        )  # fmt: skip
+    if opts.mixed_precision_db is not None:
+        started = time.perf_counter()
+        mp = apply_mixed_precision(
+            sim, None, opts.mixed_precision_db, opts.mp_budget, opts.mp_precision,  # type: ignore[arg-type]
+            sens, threads=opts.threads, evaluation=ev,
+        )  # fmt: skip
+        report["mixed_precision"] = mp.to_dict()
+        timings["mixed_precision"] = time.perf_counter() - started
+        log.info("mixed precision: %s", mp.reason)
+        if not mp.reached:
+            warnings_.append(f"mixed precision: {mp.reason}")
 
 
 def _prepare(original: Any, opts: QuantizeOptions, report: dict[str, Any]) -> tuple[Any, Any, Any]:

@@ -618,6 +618,152 @@ def _htp(report: Mapping[str, Any]) -> str:
     return _section("htp", "HTP backend check", body, note)
 
 
+def _bar(value: float | None, top: float) -> str:
+    width = 0.0 if value is None or top <= 0 else max(value, 0.0) / top * 100
+    return f'<td style="width:30%"><div class="meter" style="width:{width:.1f}%"></div></td>'
+
+
+def _sensitivity_key(row: Mapping[str, Any]) -> float:
+    """Most sensitive first: the largest gain, else the lowest score enabled alone."""
+    gain = _sqnr(row.get("gain"))
+    if gain is not None:
+        return -gain
+    alone = _num(row.get("enabled_only"))
+    return math.inf if alone is None else alone
+
+
+def _sensitivity(report: Mapping[str, Any]) -> str:
+    """Per-group sensitivity (:mod:`onnxq.analysis.sensitivity`): a table with gain bars."""
+    sens = report.get("sensitivity")
+    if not isinstance(sens, Mapping):
+        return ""
+    rows = [_map(r) for r in _seq(sens.get("groups"))]
+    if not rows:
+        return ""
+    gains = [_sqnr(r.get("gain")) for r in rows]
+    top = max((g for g in gains if g is not None), default=0.0)
+    body_rows = (
+        f"<tr><td><code>{_e(r.get('group', ''))}</code></td><td>{_e(r.get('op_type', ''))}</td>"
+        f"{_db_cell(r.get('enabled_only'))}{_db_cell(r.get('disabled_only'))}"
+        f"{_db_cell(r.get('gain'))}{_bar(_sqnr(r.get('gain')), top)}</tr>"
+        for r in sorted(rows, key=_sensitivity_key)
+    )
+    facts = [
+        f"{len(rows):,} quantizer groups scored by {sens.get('metric') or 'the metric'}",
+        f"all quantized {fmt_db(sens.get('quantized_score'))}",
+        f"float {fmt_db(sens.get('float_score'))}",
+        f"{fmt_value(sens.get('variants'))} variants in {fmt_value(_num(sens.get('seconds')))} s",
+    ]
+    table = _table(
+        ["group", "op", "only this group quantized", "all but this group", "gain", ""],
+        body_rows,
+        numeric={2, 3, 4},
+    )
+    note = (
+        _e("; ".join(facts)) + ". Gain: what leaving the group float gives back (all but this "
+        "group minus all quantized); the most sensitive groups come first."
+    )
+    body = f'<div class="scroll">{table}</div>'
+    return _section("sensitivity", "Sensitivity per quantizer group", body, note)
+
+
+def _mixed_precision(report: Mapping[str, Any]) -> str:
+    """What :func:`onnxq.apply_mixed_precision` promoted, and the score after each step."""
+    mp = report.get("mixed_precision")
+    if not isinstance(mp, Mapping):
+        return ""
+    tag = (
+        '<span class="tag ok">target reached</span>'
+        if mp.get("reached")
+        else '<span class="tag warn">target not reached</span>'
+    )
+    promoted = ", ".join(f"<code>{_e(g)}</code>" for g in _seq(mp.get("promoted")))
+    budget = mp.get("budget")
+    before, after = fmt_db(mp.get("score_before")), fmt_db(mp.get("score_after"))
+    items = [
+        ("result", f"{tag} {_e(mp.get('reason', ''))}"),
+        ("precision", _e(fmt_value(mp.get("precision")))),
+        ("target", _e(fmt_value(_num(mp.get("target"))))),
+        ("budget", _e("no limit" if budget is None else fmt_value(budget))),
+        ("score before → after", _e(f"{before} → {after}")),
+        ("every candidate promoted", _e(fmt_db(mp.get("upper_bound")))),
+        ("promoted groups", promoted or "none"),
+    ]
+    body = _kv_table(items)
+    steps = [_map(st) for st in _seq(mp.get("steps"))]
+    if steps:
+        rows = (
+            f"<tr><td>{i + 1}</td><td><code>{_e(st.get('group', ''))}</code></td>"
+            f"{_db_cell(st.get('score'))}<td>{_pass_tag(st.get('kept'))}</td></tr>"
+            for i, st in enumerate(steps)
+        )
+        body += "<h3 class='gap'>Candidates tried, in sensitivity order</h3>" + _table(
+            ["step", "group", "score with it promoted", "kept"],
+            rows,
+            numeric={0, 2},
+            sortable=False,
+        )
+    note = "Promotions are kept only when the score rises; the exported encodings hold them."
+    return _section("mixed-precision", "Mixed precision", body, note)
+
+
+def _gain_db(before: Any, after: Any) -> float | None:
+    b, a = _num(before), _num(after)
+    if b is None or a is None or b <= 0 or a <= 0:
+        return None
+    return 10 * math.log10(b / a)
+
+
+def _ptq(report: Mapping[str, Any]) -> str:
+    """SeqMSE, AdaRound and bias correction (:mod:`onnxq.ptq`): per layer, what they did."""
+    ptq = report.get("ptq")
+    if not isinstance(ptq, Mapping) or not ptq:
+        return ""
+    parts, notes = [], []
+    methods = (
+        ("seq_mse", "SeqMSE weight ranges", "error_minmax", "error_seq_mse", "mean_factor"),
+        ("adaround", "AdaRound", "error_nearest", "error_adaround", "flipped"),
+    )
+    for key, title, before, after, extra in methods:
+        res = _map(ptq.get(key))
+        rows = [_map(r) for r in _seq(res.get("layers"))]
+        if not rows:
+            continue
+        body_rows = (
+            f"<tr><td><code>{_e(r.get('node', ''))}</code></td>{_num_cell(r.get(before))}"
+            f"{_num_cell(r.get(after))}{_num_cell(_gain_db(r.get(before), r.get(after)))}"
+            f"{_num_cell(r.get(extra))}</tr>"
+            for r in rows
+        )
+        label = "mean range factor" if key == "seq_mse" else "share rounded the other way"
+        parts.append(
+            f"<h3 class='gap'>{_e(title)}</h3>"
+            + _table(["layer", "output error before", "after", "dB better", label],
+                     body_rows, numeric={1, 2, 3, 4})
+        )  # fmt: skip
+        notes.append(f"{title}: {len(rows)} layers in {fmt_value(_num(res.get('seconds')))} s")
+    bc = _map(ptq.get("bias_correction"))
+    rows = [_map(r) for r in _seq(bc.get("layers"))]
+    if rows:
+        body_rows = (
+            f"<tr><td><code>{_e(r.get('node', ''))}</code></td><td><code>{_e(r.get('bias', ''))}"
+            f"</code></td>{_num_cell(r.get('max_shift'))}{_num_cell(r.get('rms_shift'))}</tr>"
+            for r in rows
+        )
+        parts.append(
+            f"<h3 class='gap'>Bias correction ({_e(bc.get('method', ''))})</h3>"
+            + _table(["layer", "bias", "largest shift", "RMS shift"], body_rows, numeric={2, 3})
+        )
+        notes.append(f"bias correction: {len(rows)} layers")
+    if not parts:
+        return ""
+    note = _e("; ".join(notes)) + (
+        ". Output error: the layer's mean squared output error per row against the float "
+        "model, on the calibration data, with the inputs the quantized model produces."
+    )
+    return _section("ptq", "Weight rounding and bias correction", "".join(parts), note)
+
+
 def _consistency(report: Mapping[str, Any]) -> str:
     """``onnxq check``'s first gate: do the encodings fit the model and the config?"""
     c = report.get("consistency")
@@ -809,6 +955,9 @@ _SECTIONS = (
     ("worst", "Worst layers", _worst_table),
     ("histograms", "Histograms", _histograms),
     ("weights", "Weight ranges", _weight_ranges),
+    ("ptq", "Weights", _ptq),
+    ("sensitivity", "Sensitivity", _sensitivity),
+    ("mixed-precision", "Mixed precision", _mixed_precision),
     ("consistency", "Encodings", _consistency),
     ("htp", "HTP", _htp),
     ("quantizers", "Quantizers", _quantizers),

@@ -46,6 +46,60 @@ def _channels(n: int, spread: float, seed: int) -> dict[str, list[float]]:
     }
 
 
+def _sensitivity() -> dict[str, Any]:
+    """A ``sensitivity`` section: 40 groups, the nasty name on one, one identical to float."""
+    groups = []
+    for i in range(40):
+        alone = None if i == 9 else round(30 + 10 * math.cos(i / 3), 2)
+        but = round(17.4 + (i % 7) * 0.3, 2)
+        groups.append(
+            {
+                "group": NASTY if i == 5 else f"/stage{i // 10}/Conv_{i}",
+                "op_type": "Conv",
+                "ops": [f"/stage{i // 10}/Conv_{i}"],
+                "tensors": [f"t{i}", f"w{i}"],
+                "enabled_only": alone,
+                "disabled_only": but,
+                "gain": round(but - 17.4, 2),
+            }
+        )
+    return {
+        "metric": "output SQNR (dB)",
+        "mode": "both",
+        "quantized_score": 17.4,
+        "float_score": None,
+        "most_sensitive": [g["group"] for g in groups[6::7]],
+        "variants": 81,
+        "seconds": 25.5,
+        "fast_variants": True,
+        "groups": groups,
+    }
+
+
+def _mixed_precision() -> dict[str, Any]:
+    """A ``mixed_precision`` section: three candidates tried, two kept, target not reached."""
+    return {
+        "precision": "int16",
+        "metric": "output SQNR (dB)",
+        "target": 25.0,
+        "budget": 2,
+        "score_before": 17.4,
+        "score_after": 21.75,
+        "upper_bound": 29.0,
+        "reached": False,
+        "reason": "budget of 2 group(s) used; 21.75 < target 25",
+        "promoted": ["/stage0/Conv_6", NASTY],
+        "steps": [
+            {"group": "/stage0/Conv_6", "score": 19.5, "kept": True},
+            {"group": "/stage1/Conv_13", "score": 19.25, "kept": False},
+            {"group": NASTY, "score": 21.75, "kept": True},
+        ],
+        "changed_tensors": 5,
+        "evaluations": 5,
+        "seconds": 4.0,
+    }
+
+
 def build_report(n_layers: int = 300) -> dict[str, Any]:
     """A report with every section filled, ``n_layers`` layers and the nasty name in it."""
     threshold = 20.0
@@ -148,6 +202,8 @@ def build_report(n_layers: int = 300) -> dict[str, Any]:
                 {"name": "features", "max_steps": 2, "p99_steps": 0, "sqnr_db": 33.25},
             ],
         },
+        "sensitivity": _sensitivity(),
+        "mixed_precision": _mixed_precision(),
         "failures": ["output logits: SQNR 17.43 dB is below the 20 dB threshold"],
         "warnings": ["7 layers below the 20 dB per-layer threshold"],
         "timings_s": {"prepare": 0.84, "calibration": 12.5, "export": 1.25, "evaluation": 3.125},
