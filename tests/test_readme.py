@@ -77,3 +77,16 @@ def test_pipeline_example_runs(small_cnn, monkeypatch):
     assert report["settings"]["act_bw"] == 16 and report["outputs"][0]["sqnr_db"] > 30
     assert namespace["gate"]["status"] == "pass"
     assert (small_cnn.parent / "out" / "report.html").is_file()
+
+
+def test_weight_methods_example_runs(tmp_path, monkeypatch):
+    from tests.ptq.conftest import batches, make_cnn  # noqa: PLC0415
+
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    code = next(b for b in blocks if "apply_adaround" in b)
+    code = code.replace("num_iterations=2000", "num_iterations=200")
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, object] = {"folded": make_cnn(), "calib": batches(4)}
+    exec(compile(code, str(README), "exec"), namespace)
+    assert (tmp_path / "out" / "model_qdq.onnx").is_file()
+    assert namespace["sim"].frozen >= {"w1", "w2", "w3"}
