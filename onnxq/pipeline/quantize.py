@@ -174,7 +174,7 @@ def quantize_to_folder(
         sim.compute_encodings(progress(calib.batches(), "calibrating", calib.num_batches))
         timings["calibration"] = time.perf_counter() - started
         log.info("calibrated on %d samples in %.1f s", calib.num_samples, timings["calibration"])
-        _weight_methods(sim, original, calib, opts, report, timings)
+        _weight_methods(sim, original, calib, opts, report, timings, warnings_)
         _analyze(sim, evaluation, opts, report, timings, warnings_)
 
         started = time.perf_counter()
@@ -233,6 +233,7 @@ def _weight_methods(
     opts: QuantizeOptions,
     report: dict[str, Any],
     timings: dict[str, float],
+    warnings_: list[str],
 ) -> None:
     """SeqMSE, AdaRound, then bias correction (:mod:`onnxq.ptq`), each when asked."""
     report["ptq"] = None
@@ -266,6 +267,11 @@ def _weight_methods(
         else:
             result = apply_bias_correction(sim, data)
         section["bias_correction"] = result.to_dict()
+        if result.reverted:
+            warnings_.append(
+                f"bias correction lowered the output SQNR on the calibration data "
+                f"({result.sqnr_before:.2f} -> {result.sqnr_after:.2f} dB) and was undone"
+            )
         timings["bias_correction"] = time.perf_counter() - started
         log.info("bias correction (%s): %d layers in %.1f s", opts.bias_correction,
                  len(result.layers), timings["bias_correction"])  # fmt: skip

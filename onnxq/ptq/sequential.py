@@ -101,6 +101,16 @@ class LayerWalk:
         self.sim.model_changed()
         return name
 
+    def values(self, tensor: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """``tensor`` over the batches in the Q/DQ model as it is now, and in the float model.
+
+        Only while iterating; ``tensor`` is named as in the float model (in the Q/DQ model,
+        the value after its quantizer, what its readers see).
+        """
+        if self._quant is None or self._float is None:
+            raise RuntimeError("LayerWalk.values is only available during the walk")
+        return self._quant.get(tensor), self._float.get(tensor)
+
     def __iter__(self) -> Iterator[tuple[LinearLayer, LayerStats]]:
         """Each layer with its statistics, computed when the previous one is finished.
 
@@ -116,9 +126,14 @@ class LayerWalk:
         self._quant = ActivationStream(self._qdq, self.batches, threads, exact=True)
         try:
             for layer in self.layers:
+                source = qdq_input(self._qdq, layer)
                 xs_f = self._float.get(layer.input)
-                xs_q = self._quant.get(qdq_input(self._qdq, layer))
+                xs_q = self._quant.get(source)
+                # the layer's input stays cached while it is treated: a method may rerun
+                # the layer after changing it (values())
+                self._quant.pinned = {source}
                 yield layer, reduce_rows(layer, xs_q, xs_f)
+                self._quant.pinned = set()
         finally:
             self._qdq = self._float = self._quant = None
 

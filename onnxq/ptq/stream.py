@@ -96,6 +96,7 @@ class ActivationStream:
         self.data = data
         self.types = _elem_types(model)
         self.cache: dict[str, list[np.ndarray]] = {}
+        self.pinned: set[str] = set()  # kept in the cache even when every reader is done
         self.done: set[int] = set()
         self.runs = 0
 
@@ -214,7 +215,7 @@ class ActivationStream:
 
     def _evict(self, keep: str) -> None:
         for name in list(self.cache):
-            if name == keep:
+            if name == keep or name in self.pinned:
                 continue
             if all(c in self.done for c in self.consumers.get(name, [])):
                 del self.cache[name]

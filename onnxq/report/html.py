@@ -754,7 +754,14 @@ def _ptq(report: Mapping[str, Any]) -> str:
             f"<h3 class='gap'>Bias correction ({_e(bc.get('method', ''))})</h3>"
             + _table(["layer", "bias", "largest shift", "RMS shift"], body_rows, numeric={2, 3})
         )
-        notes.append(f"bias correction: {len(rows)} layers")
+        if bc.get("reverted"):
+            notes.append(
+                f"bias correction undone: it lowered the output SQNR on the calibration data "
+                f"from {fmt_value(_num(bc.get('sqnr_before')))} to "
+                f"{fmt_value(_num(bc.get('sqnr_after')))} dB (the table shows what was tried)"
+            )
+        else:
+            notes.append(f"bias correction: {len(rows)} layers")
     if not parts:
         return ""
     note = _e("; ".join(notes)) + (

@@ -15,7 +15,7 @@ from onnxq.ptq.bias_correction import gaussian_activation_mean
 from tests.ptq.conftest import batches
 
 
-def _means(model: onnx.ModelProto, tensor: str, feeds: list) -> np.ndarray:
+def _values(model: onnx.ModelProto, tensor: str, feeds: list) -> np.ndarray:
     m = onnx.ModelProto()
     m.CopyFrom(model)
     del m.graph.output[:]
@@ -23,8 +23,62 @@ def _means(model: onnx.ModelProto, tensor: str, feeds: list) -> np.ndarray:
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    ys = np.concatenate([sess.run([tensor], f)[0] for f in feeds])
+    return np.concatenate([sess.run([tensor], f)[0] for f in feeds]).astype(np.float64)
+
+
+def _means(model: onnx.ModelProto, tensor: str, feeds: list) -> np.ndarray:
+    ys = _values(model, tensor, feeds)
     return ys.mean(axis=(0, 2, 3)) if ys.ndim == 4 else ys.mean(axis=0)
+
+
+def _relu_errors(sim: onnxq.QuantizationSimModel, model: onnx.ModelProto, feeds: list):
+    """Per channel, the squared error of what the depthwise Conv reads (conv1's Relu)."""
+    d = _values(sim.qdq_model(), "r1", feeds) - _values(model, "r1", feeds)
+    return np.square(d).sum(axis=(0, 2, 3))
+
+
+def test_a_shift_that_raises_the_error_after_the_relu_is_taken_back(cnn) -> None:
+    calib = batches(16)
+    errors = {}
+    for check in (False, True):
+        sim = onnxq.QuantizationSimModel(
+            cnn, quant_scheme="tf", default_param_bw=4, config_file="default"
+        )
+        sim.compute_encodings(calib)
+        before = _relu_errors(sim, cnn, calib)
+        result = onnxq.apply_bias_correction(
+            sim, calib, nodes_to_include=["conv1"], shrink=False, check=check,
+            recalibrate=False, keep_if_better=False,
+        )  # fmt: skip
+        errors[check] = (before, _relu_errors(sim, cnn, calib), result.layers[0].max_shift)
+    before, unchecked, _ = errors[False]
+    assert (unchecked > before * 1.01).any()  # removing the pre-Relu mean can hurt after it
+    _, checked, shift = errors[True]
+    assert shift > 0 and (checked <= before * (1 + 1e-6)).all()
+    assert checked.sum() < unchecked.sum()
+
+
+def test_corrections_that_lower_the_model_output_are_undone(cnn, monkeypatch) -> None:
+    from onnxq.ptq import bias_correction as bc  # noqa: PLC0415
+
+    calib = batches(8)
+    sim = onnxq.QuantizationSimModel(cnn, quant_scheme="tf", default_param_bw=4,
+                                     config_file="default")  # fmt: skip
+    sim.compute_encodings(calib)
+    plain = sim.qdq_model().SerializeToString()
+    encodings = {n: e.scale.copy() for n, e in sim.encodings.activations.items()}
+
+    def harmful(walk, layer, stats, **_):  # a correction far off the mark
+        target, _why = bc._bias_target(sim.model, layer)
+        name = bc._write_bias(walk, layer, target, np.full(layer.out_channels, 5.0))
+        return bc._row(layer, name, "empirical", np.full(layer.out_channels, 5.0))
+
+    monkeypatch.setattr(bc, "correct_layer", harmful)
+    result = onnxq.apply_bias_correction(sim, calib)
+    assert result.reverted and result.sqnr_after < result.sqnr_before - 3
+    assert sim.qdq_model().SerializeToString() == plain  # biases and encodings as they were
+    assert all((sim.encodings.activations[n].scale == s).all() for n, s in encodings.items())
+    assert "dw.bias" not in {t.name for t in sim.model.graph.initializer}
 
 
 def test_first_layers_mean_output_becomes_the_float_one(cnn: onnx.ModelProto) -> None:
@@ -37,7 +91,8 @@ def test_first_layers_mean_output_becomes_the_float_one(cnn: onnx.ModelProto) ->
     qdq = sim.qdq_model()
     name = "c1_float" if any("c1_float" in n.output for n in qdq.graph.node) else "c1"
     before = _means(qdq, name, calib)
-    result = onnxq.apply_bias_correction(sim, calib, shrink=False)
+    # unchecked: the full shift, even where the Relu after it makes the error grow
+    result = onnxq.apply_bias_correction(sim, calib, shrink=False, check=False)
     assert [r.node for r in result.layers] == ["conv1", "dw", "fc"]
     assert result.layers[1].bias == "dw.bias"  # created: dw had none
     after = _means(sim.qdq_model(), name, calib)

@@ -37,3 +37,18 @@ def test_the_section_lists_each_method_with_the_reports_numbers(make_report):
     assert "AdaRound: 2 layers in 3.5 s" in section.all_text()
     del report["ptq"]
     assert not parse(render_html(report)).find("section", id="ptq")
+
+
+def test_an_undone_bias_correction_says_so_with_its_scores(make_report):
+    report = copy.deepcopy(make_report(20))
+    report["ptq"] = {
+        "bias_correction": {
+            "method": "empirical",
+            "layers": [{"node": "fc", "bias": "fc.bias", "max_shift": 0.25, "rms_shift": 0.1}],
+            "reverted": True,
+            "sqnr_before": 42.38,
+            "sqnr_after": 29.12,
+        }
+    }
+    text = parse(render_html(report)).find("section", id="ptq")[0].all_text()
+    assert "bias correction undone" in text and "42.38" in text and "29.12" in text
