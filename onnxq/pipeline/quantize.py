@@ -245,18 +245,15 @@ def _weight_methods(
 
     data = list(calib.batches())
     section: dict[str, Any] = {}
-    if opts.seq_mse is not None:
+    methods = (("seq_mse", "SeqMSE", opts.seq_mse, apply_seq_mse),
+               ("adaround", "AdaRound", opts.adaround, apply_adaround))  # fmt: skip
+    for key, label, setting, apply in methods:  # in this order: AdaRound rounds on SeqMSE's grids
+        if setting is None:
+            continue
         started = time.perf_counter()
-        section["seq_mse"] = apply_seq_mse(sim, data, opts.seq_mse).to_dict()
-        timings["seq_mse"] = time.perf_counter() - started
-        log.info("SeqMSE over %d layers in %.1f s", len(section["seq_mse"]["layers"]),
-                 timings["seq_mse"])  # fmt: skip
-    if opts.adaround is not None:
-        started = time.perf_counter()
-        section["adaround"] = apply_adaround(sim, data, opts.adaround).to_dict()
-        timings["adaround"] = time.perf_counter() - started
-        log.info("AdaRound over %d layers in %.1f s", len(section["adaround"]["layers"]),
-                 timings["adaround"])  # fmt: skip
+        section[key] = apply(sim, data, setting).to_dict()
+        timings[key] = time.perf_counter() - started
+        log.info("%s over %d layers in %.1f s", label, len(section[key]["layers"]), timings[key])
     if opts.bias_correction is not None:
         started = time.perf_counter()
         if opts.bias_correction == "analytical":

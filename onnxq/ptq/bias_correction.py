@@ -361,9 +361,12 @@ def apply_bias_correction(
         )
         result.skipped = walk.skipped
         if keep_if_better:
+            from onnxq.analysis.sensitivity import Evaluation  # noqa: PLC0415
+
             saved = _snapshot(sim)
-            reference = _reference_outputs(sim, walk.batches)
-            result.sqnr_before = _output_sqnr(sim, walk.batches, reference)
+            # output SQNR against float, the lowest over outputs
+            evaluation = Evaluation(sim.reference_model(), walk.batches, threads=sim.threads)
+            result.sqnr_before = evaluation.score(sim.qdq_session)
         for layer, stats in walk:
             done = correct_layer(walk, layer, stats, shrink=shrink, check=check)
             if isinstance(done, str):
@@ -373,7 +376,7 @@ def apply_bias_correction(
         if recalibrate:
             sim.compute_encodings(walk.batches)
         if keep_if_better:
-            result.sqnr_after = _output_sqnr(sim, walk.batches, reference)
+            result.sqnr_after = evaluation.score(sim.qdq_session)
             if result.sqnr_after < result.sqnr_before:  # type: ignore[operator]
                 _restore(sim, saved)
                 result.reverted = True
@@ -439,33 +442,6 @@ def _restore(sim: Any, saved: tuple[Any, Any, set[str]]) -> None:
     sim.encodings = encodings
     sim._frozen = frozen
     sim.model_changed()
-
-
-def _reference_outputs(sim: Any, batches: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
-    import onnxruntime as ort  # noqa: PLC0415
-
-    so = ort.SessionOptions()
-    if sim.threads:
-        so.intra_op_num_threads = sim.threads
-    sess = ort.InferenceSession(
-        sim.reference_model().SerializeToString(), so, providers=["CPUExecutionProvider"]
-    )
-    return [sess.run(None, b) for b in batches]
-
-
-def _output_sqnr(
-    sim: Any, batches: list[dict[str, np.ndarray]], reference: list[list[np.ndarray]]
-) -> float:
-    """The lowest output SQNR (dB) of the sim's Q/DQ model against float over ``batches``."""
-    got = [sim.qdq_session.run(None, b) for b in batches]
-    worst = math.inf
-    for k in range(len(reference[0])):
-        r = np.concatenate([np.asarray(b[k], np.float64).reshape(-1) for b in reference])
-        g = np.concatenate([np.asarray(b[k], np.float64).reshape(-1) for b in got])
-        noise = float(np.sum((r - g) ** 2))
-        if noise > 0:
-            worst = min(worst, 10 * math.log10(max(float(np.sum(r**2)), 1e-300) / noise))
-    return worst
 
 
 def _row(layer: LinearLayer, name: str, method: str, shift: np.ndarray) -> LayerCorrection:
