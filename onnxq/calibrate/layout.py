@@ -164,7 +164,8 @@ def optimize_for_observation(
     per_tensor, per_channel = list(per_tensor), list(per_channel)
     outputs = [o.name for o in model.graph.output]
     inputs = {i.name for i in model.graph.input}
-    produced = {o for n in model.graph.node for o in n.output}
+    # a Constant node's output is a constant too (onnxruntime folds it into an initializer)
+    produced = {o for n in model.graph.node if n.op_type != "Constant" for o in n.output}
     # each observed tensor gets a reader of its own, an Identity whose output is a graph
     # output: the tensor then survives every fusion (two readers), and its other readers keep
     # the layout onnxruntime picks for them
@@ -212,6 +213,10 @@ def optimize_for_observation(
         weight = dims.get(node.input[1])
         return int(weight[0]) if weight else None
 
+    # a mark onnxruntime folded into an initializer (its tensor was constant after all)
+    # holds the tensor's values itself
+    folded = {t.name[: -len(_MARK)]: t.name for t in graph.initializer if t.name.endswith(_MARK)}
+    read_by_mark = {**folded, **read_by_mark}
     sources = {name: read_by_mark.get(name, name) for name in per_tensor + per_channel}
     for name in per_tensor:
         if name in outputs:

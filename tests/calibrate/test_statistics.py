@@ -219,3 +219,20 @@ def test_padded_blocked_tensors_keep_their_reorder_and_their_exact_statistics():
     assert native["c"].min[0] > 0  # all positive: a padded zero would show here
     np.testing.assert_array_equal(native["c"].min, plain["c"].min)
     np.testing.assert_array_equal(native["c"].histogram.counts, plain["c"].histogram.counts)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_a_constant_node_operand_is_observed_as_the_constant_it_is(native):
+    # Paddle's exporter writes Add's constant operands as Constant nodes (ppocr_cls:
+    # 'Constant@1'); onnxruntime folds them into initializers, and this one, added to a Conv,
+    # into the Conv's bias: only its mark is left, folded into an initializer too
+    model = _model()
+    k = helper.make_tensor("kv", TensorProto.FLOAT, [1, 6, 1, 1], np.linspace(-1, 1, 6))
+    model.graph.node[1].input[0] = "a"
+    model.graph.node.insert(0, helper.make_node("Constant", [], ["k"], value=k))
+    model.graph.node.insert(2, helper.make_node("Add", ["c", "k"], ["a"]))
+    obs = [Observed("k", "tf"), Observed("a", "tf")]
+    got = collect_statistics(model, _batches(), obs, use_kernels=native)
+    assert (float(got["k"].min[0]), float(got["k"].max[0])) == (-1.0, 1.0)
+    want = _direct(model, _batches(), obs)
+    assert got["a"].max[0] == want["a"].max[0] and got["a"].min[0] == want["a"].min[0]
