@@ -9,6 +9,16 @@
 //     axis divided by block_size). `rounding`: 0 = half to even (ONNX QuantizeLinear),
 //     1 = half away from zero (AIMET's C round). `float16`: 1 = round-trip through float16.
 //
+//   ElementwiseChain(X, constants) -> Y
+//     a chain of element-wise float ops and per-tensor fake-quantizations run in one pass over
+//     X, each op rounded as onnxruntime's own kernel rounds it (no fused multiply-add), so Y
+//     equals the separate ops bit for bit. `program` holds 7 ints per stage: opcode, operand a,
+//     operand b, parameter index, qmin, qmax, rounding; stage k writes register k + 1, register
+//     0 is X, Y is the last register. An operand >= 0 names a register, < 0 the constant
+//     -operand - 1 (`constants`, float). Opcodes: 0 a+b, 1 a-b, 2 a*b, 3 a/b, 4 max(a, b),
+//     5 min(a, b), 6 HardSigmoid (alpha, beta = constants p, p+1), 7 FakeQuantize (scale,
+//     offset = constants p, p+1; qmin/qmax/rounding as FakeQuantize), 8 float16 round trip.
+//
 //   Statistics(X, grid) -> (min, max, histogram, grid_used)
 //     per channel along `axis` (axis = -1: one channel): min and max of X (min is NaN when X
 //     holds a NaN) and, when `bins` > 1, a histogram of `bins` equal bins. `grid` (double,
@@ -213,6 +223,145 @@ struct FakeQuantizeOp : Ort::CustomOpBase<FakeQuantizeOp, FakeQuantizeKernel> {
   const char* GetName() const { return "FakeQuantize"; }
   const char* GetExecutionProviderType() const { return "CPUExecutionProvider"; }
   size_t GetInputTypeCount() const { return 3; }
+  ONNXTensorElementDataType GetInputType(size_t) const {
+    return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+  }
+  size_t GetOutputTypeCount() const { return 1; }
+  ONNXTensorElementDataType GetOutputType(size_t) const {
+    return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+  }
+};
+
+// ElementwiseChain: the stages run over blocks of kBlock values, each stage a vectorized loop
+// over the block, so the intermediates stay in L1 and X is read once.
+constexpr int64_t kBlock = 1024;
+constexpr int kStageInts = 7;
+enum ChainOp { kAdd, kSub, kMul, kDiv, kMax, kMin, kHardSigmoid, kFakeQuant, kHalf };
+
+struct ChainStage {
+  int64_t op, a, b, p, qmin, qmax, rounding;
+};
+
+// d = f(a, b) over n values, each operand a register or (null) its constant: one loop per
+// case, so each vectorizes.
+template <class F>
+inline void chain_binary(const float* a, const float* b, float ca, float cb, float* d, int64_t n,
+                         F f) {
+  if (a && b) {
+    for (int64_t i = 0; i < n; ++i) d[i] = f(a[i], b[i]);
+  } else if (a) {
+    for (int64_t i = 0; i < n; ++i) d[i] = f(a[i], cb);
+  } else if (b) {
+    for (int64_t i = 0; i < n; ++i) d[i] = f(ca, b[i]);
+  } else {
+    const float v = f(ca, cb);
+    for (int64_t i = 0; i < n; ++i) d[i] = v;
+  }
+}
+
+// One stage over n values; a/b point at a register, or are null and ca/cb are the constants.
+ONNXQ_MULTIVERSION
+void chain_stage(const ChainStage& st, const float* a, const float* b, float ca, float cb,
+                 const float* constants, float* d, int64_t n) {
+  switch (st.op) {
+    case kAdd: chain_binary(a, b, ca, cb, d, n, [](float u, float v) { return u + v; }); break;
+    case kSub: chain_binary(a, b, ca, cb, d, n, [](float u, float v) { return u - v; }); break;
+    case kMul: chain_binary(a, b, ca, cb, d, n, [](float u, float v) { return u * v; }); break;
+    case kDiv: chain_binary(a, b, ca, cb, d, n, [](float u, float v) { return u / v; }); break;
+    case kMax:
+      chain_binary(a, b, ca, cb, d, n, [](float u, float v) { return std::max(u, v); });
+      break;
+    case kMin:
+      chain_binary(a, b, ca, cb, d, n, [](float u, float v) { return std::min(u, v); });
+      break;
+    case kHardSigmoid: {
+      const float alpha = constants[st.p], beta = constants[st.p + 1];
+      for (int64_t i = 0; i < n; ++i) d[i] = std::max(0.0f, std::min(1.0f, alpha * a[i] + beta));
+      break;
+    }
+    case kFakeQuant: {
+      const float lo = static_cast<float>(st.qmin), hi = static_cast<float>(st.qmax);
+      const float* so = constants + st.p;
+      if (st.rounding) fake_quant_impl<true>(a, d, n, so, so + 1, 0, lo, hi);
+      else fake_quant_impl<false>(a, d, n, so, so + 1, 0, lo, hi);
+      break;
+    }
+    default:
+      for (int64_t i = 0; i < n; ++i) d[i] = to_half_and_back(a[i]);
+  }
+}
+
+struct ElementwiseChainKernel {
+  std::vector<ChainStage> stages;
+
+  ElementwiseChainKernel(const OrtApi&, const OrtKernelInfo* info) {
+    Ort::ConstKernelInfo ki(info);
+    auto prog = ki.GetAttributes<int64_t>("program");
+    if (prog.empty() || prog.size() % kStageInts != 0)
+      throw std::runtime_error("ElementwiseChain: program is not a whole number of stages");
+    for (size_t i = 0; i < prog.size(); i += kStageInts) {
+      ChainStage st{prog[i], prog[i + 1], prog[i + 2], prog[i + 3], prog[i + 4], prog[i + 5], prog[i + 6]};
+      const int64_t k = static_cast<int64_t>(stages.size());
+      if (st.op < kAdd || st.op > kHalf || st.a > k || st.b > k || (st.op >= kHardSigmoid && st.a < 0))
+        throw std::runtime_error("ElementwiseChain: malformed stage " + std::to_string(k));
+      stages.push_back(st);
+    }
+  }
+
+  struct Work {
+    const ElementwiseChainKernel* kernel;
+    const float *x, *c;
+    float* y;
+    int64_t n, nc, per_item;
+    static void run_one(void* data, size_t item) {
+      auto* w = static_cast<Work*>(data);
+      const int64_t begin = static_cast<int64_t>(item) * w->per_item;
+      const int64_t end = std::min(w->n, begin + w->per_item);
+      const auto& stages = w->kernel->stages;
+      std::vector<float> regs(stages.size() * kBlock);  // registers 1..k; 0 is X itself
+      for (int64_t s = begin; s < end; s += kBlock) {
+        const int64_t m = std::min(kBlock, end - s);
+        for (size_t k = 0; k < stages.size(); ++k) {
+          const ChainStage& st = stages[k];
+          auto reg = [&](int64_t r) -> const float* {
+            if (r < 0) return nullptr;
+            return r == 0 ? w->x + s : regs.data() + (r - 1) * kBlock;
+          };
+          auto cst = [&](int64_t r) { return r < 0 ? w->c[-r - 1] : 0.0f; };
+          float* d = k + 1 == stages.size() ? w->y + s : regs.data() + k * kBlock;
+          chain_stage(st, reg(st.a), reg(st.b), cst(st.a), cst(st.b), w->c, d, m);
+        }
+      }
+    }
+  };
+
+  void Compute(OrtKernelContext* context) {
+    Ort::KernelContext ctx(context);
+    auto X = ctx.GetInput(0);
+    auto C = ctx.GetInput(1);
+    auto shape = X.GetTensorTypeAndShapeInfo().GetShape();
+    const int64_t n = X.GetTensorTypeAndShapeInfo().GetElementCount();
+    const int64_t nc = C.GetTensorTypeAndShapeInfo().GetElementCount();
+    for (const auto& st : stages) {
+      const int64_t need = st.op == kHardSigmoid || st.op == kFakeQuant ? st.p + 2 : 0;
+      if (-st.a > nc || -st.b > nc || need > nc)
+        throw std::runtime_error("ElementwiseChain: a stage reads past the constants");
+    }
+    Work w{this, X.GetTensorData<float>(), C.GetTensorData<float>(),
+           ctx.GetOutput(0, shape).GetTensorMutableData<float>(), n, nc, 16 * kBlock};
+    const int64_t items = (n + w.per_item - 1) / w.per_item;
+    if (items > 1) ctx.ParallelFor(&Work::run_one, static_cast<size_t>(items), 0, &w);
+    else if (items == 1) Work::run_one(&w, 0);
+  }
+};
+
+struct ElementwiseChainOp : Ort::CustomOpBase<ElementwiseChainOp, ElementwiseChainKernel> {
+  void* CreateKernel(const OrtApi& api, const OrtKernelInfo* info) const {
+    return new ElementwiseChainKernel(api, info);
+  }
+  const char* GetName() const { return "ElementwiseChain"; }
+  const char* GetExecutionProviderType() const { return "CPUExecutionProvider"; }
+  size_t GetInputTypeCount() const { return 2; }
   ONNXTensorElementDataType GetInputType(size_t) const {
     return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
   }
@@ -524,10 +673,12 @@ RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
   Ort::InitApi(api_base->GetApi(ORT_API_VERSION));
   static FakeQuantizeOp fake_quantize;
   static StatisticsOp statistics;
+  static ElementwiseChainOp elementwise_chain;
   try {
     Ort::CustomOpDomain domain("onnxq");
     domain.Add(&fake_quantize);
     domain.Add(&statistics);
+    domain.Add(&elementwise_chain);
     Ort::UnownedSessionOptions(options).Add(domain);
     // the domain must outlive the session options: hand it over on purpose
     static std::vector<Ort::CustomOpDomain> keep;

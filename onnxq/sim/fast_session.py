@@ -67,6 +67,7 @@ class FastSimulation:
     session: Any
     quantizers: int
     blocked: int  # of them, how many run on blocked (NCHWc) tensors
+    chains: int = 0  # element-wise chains fused into one pass (:mod:`onnxq.sim.fused_chains`)
 
 
 def _fq_attrs(name: str, enc: Encoding) -> tuple[dict[str, int], np.ndarray, np.ndarray]:
@@ -250,7 +251,7 @@ def simulated_activations(model: Any, encodings: EncodingSet) -> dict[str, Encod
 
 
 def fast_simulation(
-    model: Any, encodings: EncodingSet, threads: int | None = None
+    model: Any, encodings: EncodingSet, threads: int | None = None, fuse: bool = True
 ) -> FastSimulation | str:
     """A session simulating ``encodings`` on ``model`` at float speed, or why there is none.
 
@@ -262,6 +263,9 @@ def fast_simulation(
         Its encodings.
     threads
         onnxruntime intra-op threads.
+    fuse
+        Run chains of element-wise ops and their fake-quantizations as one op each
+        (:func:`onnxq.sim.fused_chains.fuse_elementwise_chains`; same values, fewer passes).
     """
     import onnx  # noqa: PLC0415
     import onnxruntime as ort  # noqa: PLC0415
@@ -270,6 +274,7 @@ def fast_simulation(
     from onnxq.calibrate.layout import optimize_for_observation  # noqa: PLC0415
     from onnxq.calibrate.native import KernelBuildError, kernel_library  # noqa: PLC0415
     from onnxq.export.qdq import to_qdq  # noqa: PLC0415
+    from onnxq.sim.fused_chains import fuse_elementwise_chains  # noqa: PLC0415
 
     try:
         library = kernel_library()
@@ -300,6 +305,7 @@ def fast_simulation(
             blocked = _insert_fake_quantizers(optimized.graph, quantizers, marked.sources, outputs)
         except _Unsupported as why:
             return str(why)
+        chains = fuse_elementwise_chains(optimized.graph) if fuse else 0
         if not any(o.domain == "onnxq" for o in optimized.opset_import):
             optimized.opset_import.append(helper.make_opsetid("onnxq", 1))
         path = marked.folder / "simulation.onnx"
@@ -314,4 +320,4 @@ def fast_simulation(
         session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     finally:
         marked.cleanup()
-    return FastSimulation(session, len(quantizers), blocked)
+    return FastSimulation(session, len(quantizers), blocked, chains)

@@ -83,3 +83,24 @@ def test_efflite0_fast_session_is_the_exact_simulation_up_to_summation_order():
     b = probe.qdq_session.run([stem], feeds)[0]
     d = np.abs(a - b) / float(sim.encodings.activations[stem].scale)
     assert d.max() <= 1.01 and np.mean(d > 0) < 1e-4  # measured 9 of 3.2 M
+
+
+# measured: 36 chains on ppocr_cls (its decomposed HardSwish and HardSigmoid), 33 on orient
+@pytest.mark.parametrize(("name", "chains"), [("ppocr_cls", 36), ("orient", 33)])
+def test_fused_chains_change_no_value_of_the_fast_session(zoo_model, name, chains):
+    import onnx  # noqa: PLC0415
+
+    from onnxq.sim.fast_session import fast_simulation  # noqa: PLC0415
+
+    zm = zoo_model(name)
+    model = onnxq.fold_all_batch_norms(onnx.load(str(zm.model_path))).model
+    sim = onnxq.QuantizationSimModel(model, config_file="htp_v73")
+    sim.compute_encodings(list(zm.feeds("calib", 8))[:4])
+    fused = fast_simulation(sim.model, sim.encodings)
+    plain = fast_simulation(sim.model, sim.encodings, fuse=False)
+    assert fused.chains == chains and plain.chains == 0
+    for feeds in list(zm.feeds("eval", 8))[:4]:
+        for f, p in zip(
+            fused.session.run(None, feeds), plain.session.run(None, feeds), strict=True
+        ):
+            np.testing.assert_array_equal(f, p)
