@@ -2,7 +2,7 @@
 
 For each BN-folded zoo model with htp_v73 at w8a8 (``tf_enhanced``, 8 calibration batches),
 timed side by side in one process, alternating, over 9 rounds of the evaluation set
-(batch 8, 2 threads):
+(batch 8, 2 threads, no session spin-waiting: one that spins slows the next one timed):
 
 - ``float``: the float model at onnxruntime's default optimizations (the reference time);
 - ``sim``: ``sim.session`` — the fast simulation (onnxruntime's optimized float graph with
@@ -48,6 +48,9 @@ def _options(level: Any, **config: str) -> Any:
     so = ort.SessionOptions()
     so.graph_optimization_level = level
     so.intra_op_num_threads = THREADS
+    # as onnxq's own sessions: the variants run in turn, and a spinning session's workers
+    # would take the cores of the next one timed
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     for k, v in config.items():
         so.add_session_config_entry(k, v)
     return so

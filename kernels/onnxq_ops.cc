@@ -318,7 +318,9 @@ struct ElementwiseChainKernel {
       const int64_t begin = static_cast<int64_t>(item) * w->per_item;
       const int64_t end = std::min(w->n, begin + w->per_item);
       const auto& stages = w->kernel->stages;
-      std::vector<float> regs(stages.size() * kBlock);  // registers 1..k; 0 is X itself
+      // registers 1..k (0 is X itself), kept per thread: no allocation per item
+      thread_local std::vector<float> regs;
+      if (regs.size() < stages.size() * kBlock) regs.resize(stages.size() * kBlock);
       for (int64_t s = begin; s < end; s += kBlock) {
         const int64_t m = std::min(kBlock, end - s);
         for (size_t k = 0; k < stages.size(); ++k) {
@@ -348,7 +350,7 @@ struct ElementwiseChainKernel {
         throw std::runtime_error("ElementwiseChain: a stage reads past the constants");
     }
     Work w{this, X.GetTensorData<float>(), C.GetTensorData<float>(),
-           ctx.GetOutput(0, shape).GetTensorMutableData<float>(), n, nc, 16 * kBlock};
+           ctx.GetOutput(0, shape).GetTensorMutableData<float>(), n, nc, 32 * kBlock};
     const int64_t items = (n + w.per_item - 1) / w.per_item;
     if (items > 1) ctx.ParallelFor(&Work::run_one, static_cast<size_t>(items), 0, &w);
     else if (items == 1) Work::run_one(&w, 0);

@@ -245,6 +245,8 @@ class QuantizationSimModel:
             so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
             if self.threads:
                 so.intra_op_num_threads = self.threads
+            # as the fast simulation's session: run beside others, spinning takes their cores
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
             self._qdq_session = ort.InferenceSession(
                 self.qdq_model().SerializeToString(), so, providers=["CPUExecutionProvider"]
             )
