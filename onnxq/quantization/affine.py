@@ -214,7 +214,12 @@ def quantize_dequantize(
         name,
     )
     q = _quantize(xc, s, o, lo, hi, rounding)
-    out = np.asarray((q + o) * s)
+    if q.ndim == 0 or q.shape != np.broadcast_shapes(q.shape, np.shape(o), np.shape(s)):
+        out = np.asarray((q + o) * s)
+    else:  # q is this call's own array: dequantize it in place
+        q += o
+        q *= s
+        out = q
     return out.astype(xa.dtype, copy=False)
 
 
@@ -541,9 +546,16 @@ def _quantize(
     hi: int,
     rounding: RoundingMode,
 ) -> np.ndarray:
-    q = np.asarray(_round(x / scale, rounding) - offset)
-    if q.ndim == 0:
-        return np.asarray(np.clip(q, lo, hi) + 0.0)
+    q = np.asarray(x / scale)
+    if q.ndim == 0 or q.shape != np.broadcast_shapes(q.shape, np.shape(offset)):
+        return np.asarray(np.clip(_round(q, rounding) - offset, lo, hi) + 0.0)
+    # in place after the one new array: the same operations in the same order, without an
+    # allocation (and its page faults) per step on large weights
+    if rounding == "half_even":
+        np.rint(q, out=q)
+    else:
+        q = _round(q, rounding)
+    q -= offset
     np.clip(q, lo, hi, out=q)
     q += 0.0  # turns the -0.0 that rint(-0.4) gives into +0.0
     return q

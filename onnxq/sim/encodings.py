@@ -94,8 +94,14 @@ def _with_quantized_params(
     out.CopyFrom(model)
     for t in out.graph.initializer:
         if t.name in params:
-            fq = fake(t.name)
-            t.CopyFrom(numpy_helper.from_array(fq.astype(values[t.name].dtype), t.name))
+            fq = fake(t.name).astype(values[t.name].dtype, copy=False)
+            if t.data_type == numpy_helper.from_array(fq[:0]).data_type and not t.external_data:
+                # the values in place, as raw bytes: no second tensor to build and copy over
+                for field in ("float_data", "double_data", "int32_data", "raw_data"):
+                    t.ClearField(field)
+                t.raw_data = np.ascontiguousarray(fq).tobytes()
+            else:
+                t.CopyFrom(numpy_helper.from_array(fq, t.name))
     for node in out.graph.node:
         if node.op_type == "Constant" and node.output[0] in params:
             name = node.output[0]
@@ -125,7 +131,7 @@ def _per_block(q: Any, w: np.ndarray, bitwidth: int, scheme: str, **grid: bool) 
     # the block grid: channels along channel_axis, blocks along block_axis, 1 elsewhere
     moved = np.moveaxis(w, (q.channel_axis, axis), (0, 1))
     blocks = moved.reshape(moved.shape[0], dim // size, -1)
-    lo, hi = blocks.min(axis=2), blocks.max(axis=2)  # (C, nb)
+    lo, hi = blocks.min(axis=2).astype(np.float64), blocks.max(axis=2).astype(np.float64)
     shape = [1] * w.ndim
     shape[q.channel_axis], shape[axis] = lo.shape[0], lo.shape[1]
     order = sorted([(q.channel_axis, 0), (axis, 1)])
@@ -195,7 +201,10 @@ def compute_encodings(
     values = param_values(model)
     for q in placement.enabled("param"):
         bw = q.bitwidth or param_bw
-        w = np.asarray(values[q.tensor], np.float64)
+        # min and max are exact in the weight's own dtype: a float64 copy only for the searches
+        w = np.asarray(values[q.tensor])
+        if w.dtype.kind != "f" or param_scheme != "tf":
+            w = w.astype(np.float64)
         if q.block_size is not None and q.channel_axis is not None and q.block_axis is not None:
             out.params[q.tensor] = _per_block(q, w, bw, param_scheme, **grid)
             continue
@@ -205,7 +214,7 @@ def compute_encodings(
             rows = np.moveaxis(w, q.channel_axis, 0).reshape(w.shape[q.channel_axis], -1)
             axis = q.channel_axis
         if param_scheme == "tf":
-            lo, hi = rows.min(axis=1), rows.max(axis=1)
+            lo, hi = rows.min(axis=1).astype(np.float64), rows.max(axis=1).astype(np.float64)
         else:  # the scheme's search on each channel's own histogram, as AIMET does
             est = make_estimator(param_scheme, rows.shape[0])
             est.update(rows)
