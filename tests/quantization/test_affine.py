@@ -105,6 +105,25 @@ def test_per_channel_any_axis_and_aimet_broadcast_shapes():
     np.testing.assert_array_equal(by_axis, by_neg)
 
 
+@pytest.mark.parametrize("rounding", ["half_even", "half_away_from_zero"])
+def test_the_input_is_never_written_and_out_of_place_gives_the_same_values(rounding):
+    # quantize_dequantize works in place on its own array: the caller's stays as it was
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal((3, 4, 5)) * 2).astype(np.float32)
+    x.flat[:6] = [-0.5, 0.5, -1.5, -0.002, 0.0, -0.0]  # ties at scale 1, -0.0
+    before = x.copy()
+    scales = np.array([1.0, 0.02, 0.05, 0.5], np.float32)
+    got = quantize_dequantize(x, scales, -3, bitwidth=8, signed=True, axis=1, rounding=rounding)
+    np.testing.assert_array_equal(x, before)
+    # the formula written out, one new array per step
+    s, o = scales.reshape(1, 4, 1), np.float32(-3)
+    r = np.rint(x / s) if rounding == "half_even" else np.trunc(x / s + np.copysign(0.5, x / s))
+    q = np.clip(r - o, -128, 127) + 0.0
+    want = (q + o) * s
+    np.testing.assert_array_equal(got, want)
+    assert not np.any(np.signbit(got) & (got == 0))
+
+
 def test_per_block_int_and_per_dimension_forms_agree():
     rng = np.random.default_rng(1)
     w = rng.standard_normal((4, 8, 3, 3)).astype(np.float32)  # Conv weight, blocks on axis 1
