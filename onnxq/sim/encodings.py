@@ -16,6 +16,14 @@ Rules:
 - an estimator's range never reaches beyond the observed minimum and maximum (gated to
   include 0), unless ``aimet_compatible``: AIMET's histogram search can return a bin edge
   below a ReLU's 0;
+- additive attention masks (unless ``aimet_compatible``): an ``Add`` of two quantized
+  tensors, one ordinary (the scores) and one reaching the mask level (at or below
+  ``-1e8``: float32's lowest from PyTorch exporters, TensorFlow's ``-1e9``; its other values
+  at most its maximum), is encoded over the scores' range widened by the mask's maximum
+  (when positive) and by ``MASK_MARGIN`` (20) below, not down to ``-3.4e38``. Masked
+  positions then saturate 20 below every score, so a softmax gives each at most
+  ``e^-20 ≈ 2e-9``, while the scores keep a fine grid: on minilm at w8a16 the output SQNR
+  went from 3.4 to 32.5 dB (an int16 step of ``5e33`` had rounded every score to 0);
 - last, weight scales are raised where a layer's int32 bias or requantization would not fit
   the HTP (:mod:`onnxq.sim.weight_scales`).
 """
@@ -35,6 +43,9 @@ from onnxq.sim.weight_scales import adjust_weight_scales
 __all__ = ["compute_encodings", "param_values"]
 
 _RANGE_LIMIT = 0.99 * float(np.finfo(np.float32).max)
+# a value at or below this is an additive mask's, not data (module docstring)
+MASK_LEVEL = -1e8
+MASK_MARGIN = 20.0
 
 
 def param_values(model: Any) -> dict[str, np.ndarray]:
@@ -110,6 +121,38 @@ def _with_quantized_params(
                 if a.name == "value":
                     a.t.CopyFrom(numpy_helper.from_array(fq.astype(values[name].dtype), a.t.name))
     return out
+
+
+def _encode_masked_adds(
+    model: Any, out: EncodingSet, roots: Mapping[str, Any], grid: Mapping[str, bool]
+) -> None:
+    """Re-encode the outputs of additive-mask ``Add`` nodes (rules in the module docstring)."""
+    acts = out.activations
+
+    def low(name: str) -> float:
+        enc = acts[name]
+        if enc.dtype != "int" or enc.enc_type != "PER_TENSOR":
+            return float("nan")  # neither a mask nor scores: never matched
+        return float(np.min(enc.min))
+
+    for node in model.graph.node:
+        name = node.output[0] if node.output else ""
+        if node.op_type != "Add" or name not in roots or name not in acts:
+            continue
+        if not low(name) <= MASK_LEVEL:
+            continue
+        if len(node.input) != 2 or not all(i in acts for i in node.input):
+            continue
+        masks = [i for i in node.input if low(i) <= MASK_LEVEL]
+        scores = [i for i in node.input if low(i) > MASK_LEVEL]  # NaN is neither
+        if len(masks) != 1 or len(scores) != 1:
+            continue
+        enc = acts[name]
+        lo = low(scores[0]) - MASK_MARGIN
+        hi = float(np.max(acts[scores[0]].max)) + max(0.0, float(np.max(acts[masks[0]].max)))
+        acts[name] = encoding_from_range(
+            lo, hi, enc.bitwidth, symmetric=roots[name].symmetric, name=name, **grid
+        )
 
 
 def _per_block(q: Any, w: np.ndarray, bitwidth: int, scheme: str, **grid: bool) -> Any:
@@ -265,6 +308,8 @@ def compute_encodings(
         out.activations[q.tensor] = encoding_from_range(
             lo, hi, bw, symmetric=symmetric, name=q.tensor, **grid
         )
+    if not placement.aimet_compatible:
+        _encode_masked_adds(model, out, {q.tensor: q for q in acts if q.constraint is None}, grid)
     for q in placement.enabled("activation"):
         root = placement.root(q.tensor)
         if root is not q and root.tensor in out.activations:

@@ -76,3 +76,78 @@ def test_a_mask_at_float32s_limit_gets_a_finite_range():
     # held to 0.99 of the float32 range, as AIMET-ONNX's own encodings of minilm's mask are
     assert int(mask.offset) == -255
     assert float(mask.scale) == 0.99 * float(np.finfo(np.float32).max) / 255
+
+
+def _masked_attention():
+    """softmax(s / 8 + (1 - m) · lowest): the additive mask of PyTorch's BERT exports."""
+    low = np.finfo(np.float32).min
+    nodes = [
+        helper.make_node("Div", ["s", "eight"], ["scaled"]),
+        helper.make_node("Sub", ["one", "m"], ["inverted"]),
+        helper.make_node("Mul", ["inverted", "lowest"], ["mask"]),
+        helper.make_node("Add", ["scaled", "mask"], ["masked"]),
+        helper.make_node("Softmax", ["masked"], ["p"], axis=-1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "attention",
+        [
+            helper.make_tensor_value_info("s", TensorProto.FLOAT, [None, 16]),
+            helper.make_tensor_value_info("m", TensorProto.FLOAT, [None, 16]),
+        ],
+        [helper.make_tensor_value_info("p", TensorProto.FLOAT, None)],
+        [
+            numpy_helper.from_array(np.float32(8.0), "eight"),
+            numpy_helper.from_array(np.float32(1.0), "one"),
+            numpy_helper.from_array(np.float32(low), "lowest"),
+        ],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _attention_batches(seed):
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(3):
+        m = np.ones((8, 16), np.float32)
+        m[:, 10:] = 0.0  # the last 6 keys are padding
+        out.append({"s": (rng.standard_normal((8, 16)) * 40).astype(np.float32), "m": m})
+    return out
+
+
+def test_an_additive_attention_mask_saturates_below_the_scores_instead_of_flattening_them():
+    model = _masked_attention()
+    batches = _attention_batches(0)
+    scaled = np.concatenate([b["s"] for b in batches]) / np.float32(8)
+    for bw, floor_db in [(16, 60.0), (8, 25.0)]:
+        placement = place_quantizers(model, "htp_v73")
+        encs = compute_encodings(
+            model, placement, batches, scheme="tf", activation_bw=bw, use_kernels=False
+        )
+        got = encs.activations["masked"]
+        want = encoding_from_range(float(scaled.min()) - 20.0, float(scaled.max()), bw)
+        assert float(got.scale) == float(want.scale) and float(got.offset) == float(want.offset)
+        # the mask tensor itself keeps its full range (its two values are both on the grid)
+        assert float(np.min(encs.activations["mask"].min)) < -1e38
+        # softmax of the masked scores, simulated with the Q/DQ arithmetic, against float
+        p_float, p_sim = [], []
+        for b in _attention_batches(1):
+            x = b["s"] / np.float32(8) + (1 - b["m"]) * np.finfo(np.float32).min
+            with np.errstate(over="ignore"):  # the mask's -3.4e38 / scale saturates
+                xq = got.quantize_dequantize(encs.activations["scaled"].quantize_dequantize(x))
+            for values, out in [(x, p_float), (xq, p_sim)]:
+                e = np.exp(values - values.max(axis=1, keepdims=True))
+                out.append(e / e.sum(axis=1, keepdims=True))
+        ref, sim = np.concatenate(p_float), np.concatenate(p_sim)
+        assert np.all(sim[:, 10:] < 3e-9)  # masked keys: e^-20 at most
+        assert 10 * np.log10(np.sum(ref**2) / np.sum((sim - ref) ** 2)) >= floor_db
+        # AIMET's rule: the full range, which rounds every score to one value at 8 bits
+        aimet = compute_encodings(
+            model,
+            place_quantizers(model, "htp_v73", aimet_compatible=True),
+            batches,
+            scheme="tf",
+            activation_bw=bw,
+            use_kernels=False,
+        )
+        assert float(np.min(aimet.activations["masked"].min)) < -1e38
