@@ -94,7 +94,7 @@ def _with_quantized_params(
 ) -> Any:
     """A copy of ``model`` whose quantized params hold their fake-quantized values."""
     import onnx  # noqa: PLC0415
-    from onnx import numpy_helper  # noqa: PLC0415
+    from onnx import helper, numpy_helper  # noqa: PLC0415
 
     def fake(name: str) -> np.ndarray:
         if aimet_arithmetic:
@@ -106,7 +106,7 @@ def _with_quantized_params(
     for t in out.graph.initializer:
         if t.name in params:
             fq = fake(t.name).astype(values[t.name].dtype, copy=False)
-            if t.data_type == numpy_helper.from_array(fq[:0]).data_type and not t.external_data:
+            if t.data_type == helper.np_dtype_to_tensor_dtype(fq.dtype) and not t.external_data:
                 # the values in place, as raw bytes: no second tensor to build and copy over
                 for field in ("float_data", "double_data", "int32_data", "raw_data"):
                     t.ClearField(field)

@@ -151,3 +151,25 @@ def test_an_additive_attention_mask_saturates_below_the_scores_instead_of_flatte
             use_kernels=False,
         )
         assert float(np.min(aimet.activations["masked"].min)) < -1e38
+
+
+def test_weights_are_replaced_by_their_fake_quantized_values_whatever_their_rank():
+    from onnxq.sim.encodings import _with_quantized_params  # noqa: PLC0415
+
+    values = {"w": np.asarray(np.float32(0.3)), "v": np.linspace(-1, 1, 6, dtype=np.float32)}
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "v"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(v, k) for k, v in values.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    encs = {k: encoding_from_range(-1.0, 1.0, 8, symmetric=True) for k in values}
+    out = _with_quantized_params(model, encs, values)
+    for t in out.graph.initializer:
+        got = numpy_helper.to_array(t)
+        assert got.shape == values[t.name].shape and got.dtype == np.float32
+        np.testing.assert_array_equal(got, encs[t.name].quantize_dequantize(values[t.name]))
+    # the input model keeps its float values
+    assert float(numpy_helper.to_array(model.graph.initializer[0])) == np.float32(0.3)
