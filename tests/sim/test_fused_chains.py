@@ -149,31 +149,28 @@ def test_float16_round_trip(library):
     _assert_same(library, _model(nodes, inits), 1, x)
 
 
-def test_a_chain_stops_at_a_tensor_with_two_readers_or_a_graph_output(library):
+def _add_fq_relu_fq(*more):
+    """``x + 1 → FakeQuantize (aq) → Relu → FakeQuantize (y)``, ``more`` nodes after."""
     fq1, i1 = _fq("a", "aq", 0.05, -100.0)
     fq2, i2 = _fq("b", "y", 0.05, -100.0)
     nodes = [
         helper.make_node("Add", ["x", "k"], ["a"]),
         fq1,
         helper.make_node("Relu", ["aq"], ["b"]),
-        helper.make_node("Neg", ["aq"], ["other"]),  # aq has two readers
+        *more,
         fq2,
     ]
-    model = _model(nodes, [_const("k", 1.0), *i1, *i2], outputs=("y", "other"))
-    fused = _assert_same(library, model, 2)
+    return nodes, [_const("k", 1.0), *i1, *i2]
+
+
+def test_a_chain_stops_at_a_tensor_with_two_readers_or_a_graph_output(library):
+    nodes, inits = _add_fq_relu_fq(helper.make_node("Neg", ["aq"], ["other"]))  # 2 readers
+    fused = _assert_same(library, _model(nodes, inits, outputs=("y", "other")), 2)
     ops = [n.op_type for n in fused.graph.node]
     assert ops.count("ElementwiseChain") == 2 and "Neg" in ops
     # a graph output inside a chain stays written
-    fq3, i3 = _fq("a", "aq", 0.05, -100.0)
-    fq4, i4 = _fq("b", "y", 0.05, -100.0)
-    nodes = [
-        helper.make_node("Add", ["x", "k"], ["a"]),
-        fq3,
-        helper.make_node("Relu", ["aq"], ["b"]),
-        fq4,
-    ]
-    model = _model(nodes, [_const("k", 1.0), *i3, *i4], outputs=("y", "aq"))
-    fused = _assert_same(library, model, 2)
+    nodes, inits = _add_fq_relu_fq()
+    _assert_same(library, _model(nodes, inits, outputs=("y", "aq")), 2)
 
 
 def test_what_is_not_fused(library):
