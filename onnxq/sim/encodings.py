@@ -24,6 +24,9 @@ Rules:
   positions then saturate 20 below every score, so a softmax gives each at most
   ``e^-20 ≈ 2e-9``, while the scores keep a fine grid: on minilm at w8a16 the output SQNR
   went from 3.4 to 32.5 dB (an int16 step of ``5e33`` had rounded every score to 0);
+- a config's ``onnxq.output_max_floors`` (HTP v73-v81: Conv + HardSwish, 3.0) raises the
+  maximum of a fused chain's output encoding to the floor, on the output's own grid
+  (``min`` kept), where calibration gave less;
 - last, weight scales are raised where a layer's int32 bias or requantization would not fit
   the HTP (:mod:`onnxq.sim.weight_scales`).
 """
@@ -153,6 +156,26 @@ def _encode_masked_adds(
         acts[name] = encoding_from_range(
             lo, hi, enc.bitwidth, symmetric=roots[name].symmetric, name=name, **grid
         )
+
+
+def _apply_output_max_floors(placement: Placement, out: EncodingSet, grid: dict[str, bool]) -> None:
+    """Raise the maximum of each floored output's integer encoding to its floor.
+
+    The HTP v73-v81 kernel that fuses a Conv with its HardSwish is wrong when the HardSwish's
+    output grid stops short of 3 (HardSwish's knee): on orient's head every output of an
+    input below -3 came out up to 97 steps off (hwconfigs/README.md).
+    """
+    for tensor, floor in placement.output_max_floors.items():
+        q = placement.root(tensor)
+        enc = out.activations.get(q.tensor)
+        fixed = q.constraint is not None and q.constraint.max is not None
+        if enc is None or fixed or enc.dtype != "int" or enc.enc_type != "PER_TENSOR":
+            continue  # a range the config fixes is the user's word
+        lo, hi = float(np.min(enc.min)), float(np.max(enc.max))
+        if hi < floor:
+            out.activations[q.tensor] = encoding_from_range(
+                lo, floor, enc.bitwidth, symmetric=q.symmetric, name=q.tensor, **grid
+            )
 
 
 def _per_block(q: Any, w: np.ndarray, bitwidth: int, scheme: str, **grid: bool) -> Any:
@@ -310,6 +333,7 @@ def compute_encodings(
         )
     if not placement.aimet_compatible:
         _encode_masked_adds(model, out, {q.tensor: q for q in acts if q.constraint is None}, grid)
+    _apply_output_max_floors(placement, out, grid)
     for q in placement.enabled("activation"):
         root = placement.root(q.tensor)
         if root is not q and root.tensor in out.activations:

@@ -149,6 +149,10 @@ class HardwareConfig:
         onnxq extension: a depthwise Conv/ConvTranspose may start a supergroup (AIMET: never).
     onnxq_supergroups
         onnxq extension: supergroups matched besides ``supergroups`` (after them).
+    output_max_floors
+        onnxq extension: ``(op chain, floor)`` pairs. The output of a chain the HTP fuses
+        (``("Conv", "HardSwish")``) gets an encoding whose maximum is at least ``floor``, where
+        the fused kernel is wrong on a narrower grid.
     notes
         onnxq extension: why the config says what it says.
     """
@@ -164,6 +168,7 @@ class HardwareConfig:
     model_output_quantized: bool | None
     depthwise_supergroups: bool = False
     onnxq_supergroups: tuple[tuple[str, ...], ...] = ()
+    output_max_floors: tuple[tuple[tuple[str, ...], float], ...] = ()
     notes: str | None = None
 
     def op(self, op_type: str) -> OpSetting:
@@ -220,10 +225,15 @@ class HardwareConfig:
                 else {"is_output_quantized": _s(self.model_output_quantized)}
             ),
         }
-        if self.depthwise_supergroups or self.notes or self.onnxq_supergroups:
+        extensions = (self.onnxq_supergroups, self.output_max_floors, self.notes)
+        if self.depthwise_supergroups or any(extensions):
             out["onnxq"] = {"depthwise_supergroups": _s(self.depthwise_supergroups)}
             if self.onnxq_supergroups:
                 out["onnxq"]["supergroups"] = [{"op_list": list(g)} for g in self.onnxq_supergroups]
+            if self.output_max_floors:
+                out["onnxq"]["output_max_floors"] = [
+                    {"op_list": list(ops), "max": floor} for ops, floor in self.output_max_floors
+                ]
             if self.notes:
                 out["onnxq"]["notes"] = self.notes
         return out
@@ -339,7 +349,11 @@ def load_config(
     cfg = _load(config)
     if aimet_compatible:
         cfg = dataclasses.replace(
-            cfg, depthwise_supergroups=False, onnxq_supergroups=(), notes=None
+            cfg,
+            depthwise_supergroups=False,
+            onnxq_supergroups=(),
+            output_max_floors=(),
+            notes=None,
         )
     return cfg
 
@@ -453,7 +467,7 @@ _TOP_KEYS = (
     "model_output",
     "onnxq",
 )
-_ONNXQ_KEYS = ("depthwise_supergroups", "supergroups", "notes")
+_ONNXQ_KEYS = ("depthwise_supergroups", "supergroups", "output_max_floors", "notes")
 _DEFAULTS_KEYS = (
     "ops",
     "params",
@@ -497,6 +511,7 @@ def _parse(data: Any, *, source: str, name: str, path: Path | None) -> HardwareC
     mo = c.obj(top.get("model_output", {}), "model_output", ("is_output_quantized",))
     ext = c.obj(top.get("onnxq", {}), "onnxq", _ONNXQ_KEYS)
     extra = _parse_supergroups(c, ext.get("supergroups", []), "onnxq.supergroups")
+    floors = _parse_floors(c, ext.get("output_max_floors", []), "onnxq.output_max_floors")
     notes = c.string(ext["notes"], "onnxq.notes") if "notes" in ext else None
     return HardwareConfig(
         name=name,
@@ -510,8 +525,27 @@ def _parse(data: Any, *, source: str, name: str, path: Path | None) -> HardwareC
         model_output_quantized=c.opt_bool(mo, "is_output_quantized", "model_output", only=True),
         depthwise_supergroups=bool(c.opt_bool(ext, "depthwise_supergroups", "onnxq")),
         onnxq_supergroups=tuple(extra),
+        output_max_floors=tuple(floors),
         notes=notes,
     )
+
+
+def _parse_floors(c: _Checker, raw: Any, path: str) -> list[tuple[tuple[str, ...], float]]:
+    floors = []
+    for i, rule in enumerate(c.array(raw, path)):
+        r_path = f"{path}[{i}]"
+        obj = c.obj(rule, r_path, ("op_list", "max"))
+        if "op_list" not in obj or "max" not in obj:
+            raise c.fail(r_path, "needs an 'op_list' and a 'max' (its output encoding's least max)")
+        ops = c.array(obj["op_list"], f"{r_path}.op_list")
+        if not ops:
+            raise c.fail(f"{r_path}.op_list", "needs at least 1 op type")
+        ops = tuple(c.string(o, f"{r_path}.op_list[{j}]") for j, o in enumerate(ops))
+        floor = obj["max"]
+        if isinstance(floor, bool) or not isinstance(floor, int | float) or not floor > 0:
+            raise c.fail(f"{r_path}.max", f"must be a positive number, got {floor!r}")
+        floors.append((ops, float(floor)))
+    return floors
 
 
 def _parse_supergroups(c: _Checker, raw: Any, path: str) -> list[tuple[str, ...]]:

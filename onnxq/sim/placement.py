@@ -31,7 +31,11 @@ quantizer. The config is applied in AIMET's order (aimet-facts §2.1):
    V73+ a 16-bit second input makes it symmetric and the first input 16-bit; norm params
    are at least 8-bit (LN/BN: symmetric only at 16 bits, 8-bit on V66–V69; GroupNorm,
    InstanceNorm, RMSNorm: the output's symmetry and bitwidth); grouped ConvTranspose weights
-   are per-tensor.
+   are per-tensor;
+9. ``onnxq.output_max_floors``: the output of a chain the device fuses (matched as a
+   supergroup is, a depthwise start allowed) is recorded in
+   :attr:`Placement.output_max_floors`; its encoding's maximum is raised to the floor when
+   calibration gives less (:mod:`onnxq.sim.encodings`).
 
 With ``aimet_compatible=True``, on BN-folded efflite0, orient, ppocr_cls and minilm with the
 default, per_channel, htp_v68 and htp_v73 configs, the enabled quantizers are exactly
@@ -133,6 +137,8 @@ class Placement:
     unsigned_symmetric: bool
     supergroups: list[tuple[str, ...]] = field(default_factory=list)
     aimet_compatible: bool = False
+    # tensor -> the least maximum its encoding may have (the config's onnxq.output_max_floors)
+    output_max_floors: dict[str, float] = field(default_factory=dict)
 
     def enabled(self, kind: str | None = None) -> list[Quantizer]:
         """The enabled quantizers, optionally of one kind, in graph order."""
@@ -444,12 +450,21 @@ def place_quantizers(
 
     _tie(nodes, quantizers, graph, aimet_compatible)
     _hardware_rules(nodes, quantizers, constants, cfg, param_bw, activation_bw)
+    # a chain the device fuses is matched as a supergroup is (single readers, no graph output
+    # inside); its last output's quantizer takes the floor
+    floors: dict[str, float] = {}
+    for ops, floor in cfg.output_max_floors:
+        for chain in _supergroups(nodes, graph, (ops,), shapes, True):
+            out = chain[-1].output[0] if chain[-1].output else ""
+            if out in quantizers and quantizers[out].kind == "activation":
+                floors[out] = max(floor, floors.get(out, floor))
     return Placement(
         quantizers,
         cfg.defaults.strict_symmetric,
         cfg.defaults.unsigned_symmetric,
         [tuple(label[id(n)] for n in chain) for chain in matches],
         aimet_compatible,
+        floors,
     )
 
 

@@ -173,3 +173,54 @@ def test_weights_are_replaced_by_their_fake_quantized_values_whatever_their_rank
         np.testing.assert_array_equal(got, encs[t.name].quantize_dequantize(values[t.name]))
     # the input model keeps its float values
     assert float(numpy_helper.to_array(model.graph.initializer[0])) == np.float32(0.3)
+
+
+def _two_conv_hardswish():
+    """``x → Conv → HardSwish → ha`` and ``x → Conv → c2 → HardSwish → hb``, ``c2`` also an output.
+
+    The biases put most Conv outputs below -3, so both HardSwish outputs stay under 3. Weights
+    on a 2**-8 grid with a ±127 in each channel are their own int8 fake-quantization, so the
+    sim calibrates on what a float run computes.
+    """
+    rng = np.random.default_rng(11)
+    ints = rng.integers(-127, 128, (4, 3, 1, 1))
+    ints[:, 0] = 127
+    w = (ints / 256).astype(np.float32)
+    b = np.full(4, -4.0, np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["x", "w", "b"], ["c1"]),
+            helper.make_node("HardSwish", ["c1"], ["ha"]),
+            helper.make_node("Conv", ["x", "w", "b"], ["c2"]),
+            helper.make_node("HardSwish", ["c2"], ["hb"]),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3, 4, 4])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("ha", "hb", "c2")],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+
+
+def test_a_fused_conv_hardswish_output_reaches_3_on_htp_v73_only():
+    model = _two_conv_hardswish()
+    rng = np.random.default_rng(12)
+    batches = [{"x": (4 * rng.standard_normal((2, 3, 4, 4))).astype(np.float32)}]
+    # a float run, computed apart: both HardSwish outputs stay well under 3
+    ref = ort.InferenceSession(model.SerializeToString()).run(["ha", "hb"], batches[0])
+    assert max(float(r.max()) for r in ref) < 1.5
+    found = {}
+    for config, compat in (("htp_v73", False), ("htp_v73", True), ("htp_v68", False)):
+        placement = place_quantizers(model, config, aimet_compatible=compat)
+        encs = compute_encodings(model, placement, batches, scheme="tf")
+        found[config, compat] = encs.activations
+    plain = found["htp_v73", True]  # AIMET's placement: the calibrated ranges
+    assert abs(float(plain["ha"].max) - float(ref[0].max())) < 0.02
+    # the floor: the same minimum, the maximum raised to 3 on the grid that then results
+    floored = found["htp_v73", False]["ha"]
+    assert floored == encoding_from_range(float(plain["ha"].min), 3.0, 8, name="ha")
+    assert float(floored.max) >= 3.0 - float(floored.scale) / 2 and float(floored.scale) > 0.013
+    # hb's Conv output has a second reader (a graph output), so the HTP cannot fuse them; and
+    # v68 does not fuse Conv + HardSwish at all: both keep the calibrated range
+    assert found["htp_v73", False]["hb"] == plain["hb"]
+    assert found["htp_v68", False]["ha"] == plain["ha"]

@@ -120,13 +120,17 @@ def test_fixed_ranges_and_op_overrides_per_version(name):
         assert cfg.op(op).is_output_quantized is False
 
 
-def test_v73_to_v85_differ_only_in_hw_version():
+def test_v73_to_v85_differ_only_in_hw_version_and_the_measured_hardswish_floor():
     base = load_config("htp_v73").to_dict()
     for v in (75, 79, 81, 85):
         other = load_config(f"htp_v{v}").to_dict()
         assert other["defaults"].pop("hw_version") == f"V{v}"
         b = json.loads(json.dumps(base))
         b["defaults"].pop("hw_version")
+        for doc in (other, b):
+            doc["onnxq"].pop("notes")
+        if v == 85:  # arch 85 does not fuse Conv + HardSwish (measured)
+            b["onnxq"].pop("output_max_floors")
         assert other == b
 
 
@@ -178,6 +182,17 @@ def test_the_onnxq_block_is_read_and_aimet_compatible_drops_it():
     assert not plain.depthwise_supergroups and plain.onnxq_supergroups == ()
     assert "onnxq" not in plain.to_dict()  # what AIMET itself would load
     assert cfg.supergroups == plain.supergroups  # AIMET's own list is untouched
+
+
+def test_output_max_floors_are_read_per_htp_version_and_round_trip():
+    versions = (66, 68, 69, 73, 75, 79, 81, 85)
+    fused = {v: load_config(f"htp_v{v}").output_max_floors for v in versions}
+    # measured: arch 73-81 fuse Conv + HardSwish with the faulty kernel, the others do not fuse
+    assert {v for v, f in fused.items() if f} == {73, 75, 79, 81}
+    assert fused[73] == ((("Conv", "HardSwish"), 3.0),)
+    cfg = load_config("htp_v73")
+    assert load_config(cfg.to_dict()).output_max_floors == cfg.output_max_floors
+    assert load_config("htp_v73", aimet_compatible=True).output_max_floors == ()
 
 
 def test_aimet_style_file_loads_unchanged(tmp_path):
@@ -278,6 +293,18 @@ _DELETE = object()
         (
             _with(["onnxq"], {"supergroups": [{"op_list": ["Conv"]}]}),
             r"onnxq.supergroups\[0\].op_list: needs at least 2 op types",
+        ),
+        (
+            _with(["onnxq"], {"output_max_floors": [{"op_list": ["Conv", "HardSwish"]}]}),
+            r"onnxq.output_max_floors\[0\]: needs an 'op_list' and a 'max'",
+        ),
+        (
+            _with(["onnxq"], {"output_max_floors": [{"op_list": ["HardSwish"], "max": "3"}]}),
+            r"onnxq.output_max_floors\[0\].max: must be a positive number, got '3'",
+        ),
+        (
+            _with(["onnxq"], {"output_max_floors": [{"op_list": [], "max": 3}]}),
+            r"onnxq.output_max_floors\[0\].op_list: needs at least 1 op type",
         ),
         ([1, 2], r"<top level>: must be an object"),
     ],
