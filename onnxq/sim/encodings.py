@@ -16,11 +16,12 @@ Rules:
 - an estimator's range never reaches beyond the observed minimum and maximum (gated to
   include 0), unless ``aimet_compatible``: AIMET's histogram search can return a bin edge
   below a ReLU's 0;
-- additive attention masks (unless ``aimet_compatible``): an ``Add`` of two quantized
-  tensors, one ordinary (the scores) and one reaching the mask level (at or below
-  ``-1e8``: float32's lowest from PyTorch exporters, TensorFlow's ``-1e9``; its other values
-  at most its maximum), is encoded over the scores' range widened by the mask's maximum
-  (when positive) and by ``MASK_MARGIN`` (20) below, not down to ``-3.4e38``. Masked
+- additive attention masks (unless ``aimet_compatible``): an ``Add`` of two tensors on
+  integer grids (their own, or carried through value-preserving ops such as the Unsqueeze
+  exporters put after the mask), one ordinary (the scores) and one reaching the mask level
+  (at or below ``-1e8``: float32's lowest from PyTorch exporters, TensorFlow's ``-1e9``;
+  its other values at most its maximum), is encoded over the scores' range widened by the
+  mask's maximum (when positive) and by ``MASK_MARGIN`` (20) below, not down to ``-3.4e38``. Masked
   positions then saturate 20 below every score, so a softmax gives each at most
   ``e^-20 ≈ 2e-9``, while the scores keep a fine grid: on minilm at w8a16 the output SQNR
   went from 3.4 to 32.5 dB (an int16 step of ``5e33`` had rounded every score to 0);
@@ -127,14 +128,28 @@ def _with_quantized_params(
 
 
 def _encode_masked_adds(
-    model: Any, out: EncodingSet, roots: Mapping[str, Any], grid: Mapping[str, bool]
+    model: Any,
+    out: EncodingSet,
+    roots: Mapping[str, Any],
+    grid: Mapping[str, bool],
+    placement: Placement,
 ) -> None:
     """Re-encode the outputs of additive-mask ``Add`` nodes (rules in the module docstring)."""
+    from onnxq.export.qdq import carried_encodings  # noqa: PLC0415
+
     acts = out.activations
+    # an input behind value-preserving ops (a mask Unsqueezed to the scores' rank) has no
+    # quantizer of its own but its source's grid; a tied one's encoding is copied only later
+    carried = carried_encodings(model, out)
+
+    def enc_of(name: str) -> Any:
+        if name in placement.quantizers:
+            name = placement.root(name).tensor
+        return acts.get(name, carried.get(name))
 
     def low(name: str) -> float:
-        enc = acts[name]
-        if enc.dtype != "int" or enc.enc_type != "PER_TENSOR":
+        enc = enc_of(name)
+        if enc is None or enc.dtype != "int" or enc.enc_type != "PER_TENSOR":
             return float("nan")  # neither a mask nor scores: never matched
         return float(np.min(enc.min))
 
@@ -144,7 +159,7 @@ def _encode_masked_adds(
             continue
         if not low(name) <= MASK_LEVEL:
             continue
-        if len(node.input) != 2 or not all(i in acts for i in node.input):
+        if len(node.input) != 2:
             continue
         masks = [i for i in node.input if low(i) <= MASK_LEVEL]
         scores = [i for i in node.input if low(i) > MASK_LEVEL]  # NaN is neither
@@ -152,7 +167,7 @@ def _encode_masked_adds(
             continue
         enc = acts[name]
         lo = low(scores[0]) - MASK_MARGIN
-        hi = float(np.max(acts[scores[0]].max)) + max(0.0, float(np.max(acts[masks[0]].max)))
+        hi = float(np.max(enc_of(scores[0]).max)) + max(0.0, float(np.max(enc_of(masks[0]).max)))
         acts[name] = encoding_from_range(
             lo, hi, enc.bitwidth, symmetric=roots[name].symmetric, name=name, **grid
         )
@@ -332,7 +347,8 @@ def compute_encodings(
             lo, hi, bw, symmetric=symmetric, name=q.tensor, **grid
         )
     if not placement.aimet_compatible:
-        _encode_masked_adds(model, out, {q.tensor: q for q in acts if q.constraint is None}, grid)
+        roots = {q.tensor: q for q in acts if q.constraint is None}
+        _encode_masked_adds(model, out, roots, grid, placement)
     _apply_output_max_floors(placement, out, grid)
     for q in placement.enabled("activation"):
         root = placement.root(q.tensor)

@@ -78,14 +78,19 @@ def test_a_mask_at_float32s_limit_gets_a_finite_range():
     assert float(mask.scale) == 0.99 * float(np.finfo(np.float32).max) / 255
 
 
-def _masked_attention():
-    """softmax(s / 8 + (1 - m) · lowest): the additive mask of PyTorch's BERT exports."""
+def _masked_attention(reshaped: bool = False):
+    """softmax(s / 8 + (1 - m) · lowest): the additive mask of PyTorch's BERT exports.
+
+    ``reshaped``: the mask reaches the Add through a Reshape (exporters Unsqueeze it to the
+    scores' rank), which has no quantizer of its own.
+    """
     low = np.finfo(np.float32).min
     nodes = [
         helper.make_node("Div", ["s", "eight"], ["scaled"]),
         helper.make_node("Sub", ["one", "m"], ["inverted"]),
         helper.make_node("Mul", ["inverted", "lowest"], ["mask"]),
-        helper.make_node("Add", ["scaled", "mask"], ["masked"]),
+        helper.make_node("Reshape", ["mask", "shape"], ["mask_r"]),
+        helper.make_node("Add", ["scaled", "mask_r" if reshaped else "mask"], ["masked"]),
         helper.make_node("Softmax", ["masked"], ["p"], axis=-1),
     ]
     graph = helper.make_graph(
@@ -100,6 +105,7 @@ def _masked_attention():
             numpy_helper.from_array(np.float32(8.0), "eight"),
             numpy_helper.from_array(np.float32(1.0), "one"),
             numpy_helper.from_array(np.float32(low), "lowest"),
+            numpy_helper.from_array(np.array([-1, 16], np.int64), "shape"),
         ],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -151,6 +157,20 @@ def test_an_additive_attention_mask_saturates_below_the_scores_instead_of_flatte
             use_kernels=False,
         )
         assert float(np.min(aimet.activations["masked"].min)) < -1e38
+
+
+def test_a_mask_read_through_a_reshape_is_still_encoded_apart_from_the_scores():
+    plain, reshaped = _masked_attention(), _masked_attention(reshaped=True)
+    batches = _attention_batches(0)
+    found = {}
+    for name, model in (("plain", plain), ("reshaped", reshaped)):
+        encs = compute_encodings(
+            model, place_quantizers(model, "htp_v73"), batches, scheme="tf", use_kernels=False
+        )
+        found[name] = encs.activations
+    assert "mask_r" not in found["reshaped"]  # the Reshape keeps the mask's grid
+    assert found["reshaped"]["masked"] == found["plain"]["masked"]
+    assert float(found["reshaped"]["masked"].min) > -1e3
 
 
 def test_weights_are_replaced_by_their_fake_quantized_values_whatever_their_rank():
