@@ -371,6 +371,15 @@ def _config(args: argparse.Namespace) -> int:
     print(f"  outputs not quantized: {', '.join(unq) or 'none'}")
     print(f"  supergroups: {'; '.join('+'.join(sg) for sg in c.supergroups) or 'none'}")
     print(f"  graph passes: {', '.join(c.supergroup_pass_list) or 'none'}")
+    ext = []  # the "onnxq" block (aimet_compatible ignores it)
+    if c.depthwise_supergroups:
+        ext.append("depthwise Convs start supergroups")
+    if c.onnxq_supergroups:
+        ext.append("supergroups " + "; ".join("+".join(sg) for sg in c.onnxq_supergroups))
+    for ops, floor in c.output_max_floors:
+        ext.append(f"{'+'.join(ops)} output max >= {floor:g}")
+    if ext:
+        print(f"  onnxq extensions: {', '.join(ext)}")
     return 0
 
 

@@ -45,7 +45,11 @@ def test_config_commands(capsys, tmp_path):
     out = capsys.readouterr().out
     assert out.count("\n") == 10 and "htp_v85" in out
     assert main(["config", "show", "htp_v68"]) == 0
-    assert "per-channel weights: Conv, ConvTranspose, PRelu" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "per-channel weights: Conv, ConvTranspose, PRelu" in out
+    assert "onnxq extensions: depthwise Convs start supergroups, supergroups Conv+Relu; " in out
+    assert main(["config", "show", "htp_v73"]) == 0
+    assert "Conv+HardSwish output max >= 3\n" in capsys.readouterr().out
     assert main(["config", "show", "htp_v73", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["defaults"]["hw_version"] == "V73"
     bad = tmp_path / "bad.json"
