@@ -269,6 +269,7 @@ def _htp(
             "error": reason,
         }
     names = [o.name for o in qdq.graph.output]
+    failed_before = len(failures)
     section: dict[str, Any] = {
         "arch": opts.htp_arch,
         "accepted_whole": run.accepted_whole,
@@ -318,6 +319,20 @@ def _htp(
                     f"(> {opts.htp_max_sqnr_drop})"
                 )
         section["outputs"].append(row)
+    if len(failures) > failed_before and not run.rejected:
+        # the device disagrees: find the node units that do so on their own
+        from onnxq.check.htp_units import localize_divergence  # noqa: PLC0415
+
+        units = localize_divergence(qdq, feeds[keep[0]], arch=opts.htp_arch)
+        units.sort(key=lambda u: -u.own_steps)
+        section["units"] = [u.to_dict() for u in units[:10]]
+        wrong = [u for u in units if u.wrong_on_device(opts.htp_max_steps)]
+        for u in wrong[:3]:
+            failures.append(
+                f"HTP v{opts.htp_arch}: unit {'+'.join(u.ops)} -> {u.tensor} is {u.own_steps} "
+                "steps off on its own (fed onnxruntime's integers): the device computes "
+                "something else there"
+            )
     return section
 
 

@@ -82,3 +82,23 @@ def test_a_node_the_hardware_cannot_run_is_reported(tmp_path):
     model = conv16_qdq_model()
     with pytest.raises(ModelError, match=r"HTP backend failed: .*Node 'conv16"):
         run_on_htp(model, [{"x": np.zeros((1, 3, 8, 8), np.float32)}])
+
+
+def test_node_units_join_a_layer_to_the_activation_that_alone_reads_it():
+    from onnxq.check.htp_units import _joined, _units  # noqa: PLC0415
+    from onnxq.export.qdq import to_qdq  # noqa: PLC0415
+    from onnxq.sim.encodings import compute_encodings  # noqa: PLC0415
+    from onnxq.sim.placement import place_quantizers  # noqa: PLC0415
+    from tests.sim.test_encodings import _two_conv_hardswish  # noqa: PLC0415
+
+    # x -> Conv -> c1 -> HardSwish -> ha; x -> Conv -> c2 -> HardSwish -> hb, c2 also an output
+    model = _two_conv_hardswish()
+    rng = np.random.default_rng(1)
+    batches = [{"x": rng.standard_normal((1, 3, 4, 4)).astype(np.float32)}]
+    encs = compute_encodings(model, place_quantizers(model, "htp_v73"), batches, scheme="tf")
+    graph = to_qdq(model, encs).graph
+    # c1's only reader is ha's HardSwish: one unit on the device; c2 has a second reader
+    assert _joined(graph) == {"c1_q": "c1"}
+    units = _units(graph)
+    assert units["ha_q"] == (["c1_q"], ["HardSwish"]) and units["c1_q"] == (["x_q"], ["Conv"])
+    assert units["hb_q"] == (["c2_q"], ["HardSwish"])

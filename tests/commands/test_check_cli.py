@@ -159,8 +159,15 @@ def test_htp_gate_runs_the_emulated_backend(quantized, tmp_path):
     assert row["p99_steps"] <= 3 and abs(row["sqnr_db"] - row["sim_sqnr_db"]) < 1
     assert result.returncode == 0, report["failures"]
     strict = run_onnxq("check", out / "in_qdq.onnx", "--calib", calib, "--htp", "v73",
-                       "--min-output-sqnr", "0", "--htp-max-steps", "-1", cwd=tmp_path)  # fmt: skip
-    assert strict.returncode == 1 and "steps from the simulation" in strict.stdout
+                       "--min-output-sqnr", "0", "--htp-max-steps", "-1", "--json",
+                       cwd=tmp_path)  # fmt: skip
+    assert strict.returncode == 1
+    report = json.loads(strict.stdout)
+    assert any("steps from the simulation" in f for f in report["failures"])
+    # a failed device gate says where: each node unit, whole and fed onnxruntime's integers
+    units = report["htp"]["units"]
+    assert units and all(u["isolated_steps"] is not None for u in units)
+    assert {u["tensor"] for u in units} <= {"r1", "y"}  # the model's two node units
 
 
 @pytest.mark.skipif(not htp_available(), reason="onnxruntime-qnn is not installed")
