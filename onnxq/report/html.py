@@ -614,6 +614,26 @@ def _htp(report: Mapping[str, Any]) -> str:
             rows,
             numeric={1, 2, 3, 4},
         )
+    units = [_map(u) for u in _seq(htp.get("units"))]
+    if units:
+        rows = (
+            f"<tr><td><code>{_e(u.get('tensor', ''))}</code></td>"
+            f"<td>{_e('+'.join(str(o) for o in _seq(u.get('ops'))))}</td>"
+            f"{_num_cell(u.get('steps'))}{_num_cell(u.get('inherited_steps'))}"
+            f"{_num_cell(u.get('isolated_steps'))}{_num_cell(u.get('isolated_fused_steps'))}</tr>"
+            for u in units
+        )
+        body += (
+            "<h3 class='gap'>Where the HTP departs from onnxruntime</h3><p>Each node unit's "
+            "integers, in the whole graph and fed onnxruntime's integers (isolated); a layer "
+            "fused with its activation also against its unrounded arithmetic. A unit off on "
+            "its own computes something else on the device.</p>"
+            + _table(
+                ["tensor", "ops", "steps", "inherited", "isolated", "isolated, unrounded"],
+                rows,
+                numeric={2, 3, 4, 5},
+            )
+        )
     note = "The QDQ model run by the HTP backend emulator; steps are quantization steps apart."
     return _section("htp", "HTP backend check", body, note)
 

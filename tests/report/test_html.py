@@ -126,6 +126,11 @@ def test_numbers_on_the_page_are_the_reports(report):
     assert shown == [round(la["sqnr_db"], 2) for la in ranked[:20]]
     for row in report["htp"]["outputs"]:
         assert f">{row['sqnr_db']:.2f}<" in page
+    htp = parse(page).find("section", id="htp")[0]
+    units = htp.find("table")[-1].find("tbody")[0].find("tr")
+    cells = [[td.all_text() for td in row.find("td")] for row in units]
+    assert cells[0] == ["head.hardswish", "Conv+HardSwish", "97", "28", "96", "95"]
+    assert cells[1][2:5] == ["41", "40", "1"]
     for seconds in report["timings_s"].values():
         assert f">{seconds:.2f} s<" in page
     assert f">{sum(report['timings_s'].values()):.2f} s<" in page
