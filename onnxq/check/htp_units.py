@@ -51,8 +51,8 @@ class UnitDivergence:
         return own if self.isolated_fused is None else min(own, self.isolated_fused)
 
     def wrong_on_device(self, tolerance: float = 2) -> bool:
-        """More than ``tolerance`` steps off on its own (onnxruntime's inputs, either way)."""
-        return self.own_steps > tolerance
+        """More than ``tolerance`` (and 1) steps off on its own (onnxruntime's inputs)."""
+        return self.own_steps > max(tolerance, 1)
 
     def to_dict(self) -> dict[str, Any]:
         return {

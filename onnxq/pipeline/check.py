@@ -324,9 +324,11 @@ def _htp(
         from onnxq.check.htp_units import localize_divergence  # noqa: PLC0415
 
         units = localize_divergence(qdq, feeds[keep[0]], arch=opts.htp_arch)
-        units.sort(key=lambda u: -u.own_steps)
+        units.sort(key=lambda u: (-u.own_steps, -u.steps))
         section["units"] = [u.to_dict() for u in units[:10]]
         wrong = [u for u in units if u.wrong_on_device(opts.htp_max_steps)]
+        section["units_wrong"] = len(wrong)
+        section["units_largest_own_steps"] = units[0].own_steps if units else 0
         for u in wrong[:3]:
             failures.append(
                 f"HTP v{opts.htp_arch}: unit {'+'.join(u.ops)} -> {u.tensor} is {u.own_steps} "

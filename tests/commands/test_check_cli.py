@@ -168,6 +168,9 @@ def test_htp_gate_runs_the_emulated_backend(quantized, tmp_path):
     units = report["htp"]["units"]
     assert units and all(u["isolated_steps"] is not None for u in units)
     assert {u["tensor"] for u in units} <= {"r1", "y"}  # the model's two node units
+    # each within a step when fed onnxruntime's integers: no unit is blamed
+    assert report["htp"]["units_wrong"] == 0 and report["htp"]["units_largest_own_steps"] <= 1
+    assert not [f for f in report["failures"] if "on its own" in f]
 
 
 @pytest.mark.skipif(not htp_available(), reason="onnxruntime-qnn is not installed")
