@@ -18,8 +18,9 @@ Rules:
   activation that alone reads it (Relu, Clip, HardSwish…), as the HTP fuses the pair and
   ignores the Q/DQ between them; such a pair is also compared with its arithmetic without
   the layer's rounding (*isolated_fused*). A unit more than a couple of steps off when
-  isolated, both ways (:attr:`UnitDivergence.own_steps`), computes something else on the
-  device; one within a step only amplifies what it was given.
+  isolated, both ways (:attr:`UnitDivergence.own_steps`; in 8-bit steps: 256 of a 16-bit
+  grid's count as one), computes something else on the device; one within a step only
+  amplifies what it was given.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class UnitDivergence:
     inherited: int
     isolated: int | None = None  # None: not measured
     isolated_fused: int | None = None  # a fused pair's, against its unrounded arithmetic
+    bits: int = 8  # of the unit's output integers
 
     @property
     def own_steps(self) -> int:
@@ -51,8 +53,12 @@ class UnitDivergence:
         return own if self.isolated_fused is None else min(own, self.isolated_fused)
 
     def wrong_on_device(self, tolerance: float = 2) -> bool:
-        """More than ``tolerance`` (and 1) steps off on its own (onnxruntime's inputs)."""
-        return self.own_steps > max(tolerance, 1)
+        """More than ``tolerance`` (and 1) steps off on its own (onnxruntime's inputs).
+
+        Steps of an 8-bit grid: a 16-bit unit may be ``256 ×`` as many of its own steps off
+        (the HTP's 16-bit arithmetic is not exact to a 16-bit step).
+        """
+        return self.own_steps > max(tolerance, 1) * 2 ** max(self.bits - 8, 0)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -62,6 +68,7 @@ class UnitDivergence:
             "inherited_steps": self.inherited,
             "isolated_steps": self.isolated,
             "isolated_fused_steps": self.isolated_fused,
+            "bits": self.bits,
         }
 
 
@@ -253,7 +260,8 @@ def localize_divergence(
         inherited = max((diff(r, runs[0]) for r in reads), default=0)
         dq = [r.output[0] for r in readers.get(q, []) if r.op_type == "DequantizeLinear"]
         fused = diff(q, runs[1], fused_cpu) if q in pairs else None
+        bits = 8 * cpu[q].dtype.itemsize if q in cpu else 8
         found.append(
-            UnitDivergence(dq[0] if dq else q, tuple(ops), steps, inherited, isolated, fused)
+            UnitDivergence(dq[0] if dq else q, tuple(ops), steps, inherited, isolated, fused, bits)
         )
     return found

@@ -178,9 +178,9 @@ def _print_summary(report: dict[str, Any]) -> None:
         )
     if h and "units" in h and not h.get("units_wrong"):
         print(
-            f"  HTP v{h['arch']}: every node unit is within {h['units_largest_own_steps']} "
-            "step(s) of onnxruntime when fed its integers: the differences are amplified "
-            "rounding, not a kernel computing something else",
+            f"  HTP v{h['arch']}: every node unit is within {h['units_largest_own_steps']:.3g} "
+            "step(s) of onnxruntime when fed its integers (steps of an 8-bit grid): the "
+            "differences are amplified rounding, not a kernel computing something else",
             file=out,
         )
     for f in report["failures"]:

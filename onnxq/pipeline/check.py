@@ -328,12 +328,15 @@ def _htp(
         section["units"] = [u.to_dict() for u in units[:10]]
         wrong = [u for u in units if u.wrong_on_device(opts.htp_max_steps)]
         section["units_wrong"] = len(wrong)
-        section["units_largest_own_steps"] = units[0].own_steps if units else 0
+        # in steps of an 8-bit grid, so 8- and 16-bit units compare
+        section["units_largest_own_steps"] = max(
+            (u.own_steps / 2 ** max(u.bits - 8, 0) for u in units), default=0
+        )
         for u in wrong[:3]:
             failures.append(
                 f"HTP v{opts.htp_arch}: unit {'+'.join(u.ops)} -> {u.tensor} is {u.own_steps} "
-                "steps off on its own (fed onnxruntime's integers): the device computes "
-                "something else there"
+                f"{'' if u.bits == 8 else f'{u.bits}-bit '}steps off on its own (fed "
+                "onnxruntime's integers): the device computes something else there"
             )
     return section
 
