@@ -116,9 +116,14 @@ def _units(graph: Any) -> dict[str, tuple[list[str], list[str]]]:
     return units
 
 
-_LAYERS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 _ACTIVATIONS = ("Relu", "Clip", "HardSwish", "HardSigmoid", "LeakyRelu", "PRelu", "Sigmoid",
                 "Tanh", "Elu", "Gelu")  # fmt: skip
+# producer op -> the single readers the HTP fuses it with: a layer with its activation, and a
+# gate with the Mul it scales (squeeze-excitation, swish)
+_FUSED_INTO = {
+    **dict.fromkeys(("Conv", "ConvTranspose", "Gemm", "MatMul"), _ACTIVATIONS),
+    **dict.fromkeys(("HardSigmoid", "Sigmoid"), ("Mul",)),
+}
 
 
 def _joined(graph: Any) -> dict[str, str]:
@@ -132,12 +137,12 @@ def _joined(graph: Any) -> dict[str, str]:
         q = node.output[0]
         src = producer.get(node.input[0])
         dqs = readers.get(q, [])
-        if src is None or src.op_type not in _LAYERS or len(dqs) != 1:
+        if src is None or src.op_type not in _FUSED_INTO or len(dqs) != 1:
             continue
         after = readers.get(dqs[0].output[0], []) if dqs[0].op_type == "DequantizeLinear" else []
         if dqs[0].output[0] in outputs:
             continue  # the layer's values leave the graph: nothing to fuse into
-        if len(after) == 1 and after[0].op_type in _ACTIVATIONS:
+        if len(after) == 1 and after[0].op_type in _FUSED_INTO[src.op_type]:
             joined[q] = dqs[0].output[0]
     return joined
 
@@ -215,19 +220,18 @@ def localize_divergence(
     joined = _joined(graph)
     pairs = set()  # activation Q outputs whose unit is a fused pair
     for q in joined:
-        activation = next(
-            (u for u, (reads, _) in units.items() if q in reads and len(reads) == 1), None
-        )
-        if activation is not None:
+        reader = next((u for u, (reads, _) in units.items() if q in reads), None)
+        if reader is not None and q in units:
             reads, ops = units.pop(q)
-            units[activation] = (reads, ops + units[activation][1])
-            pairs.add(activation)
+            other = [r for r in units[reader][0] if r != q]
+            units[reader] = (list(dict.fromkeys(reads + other)), ops + units[reader][1])
+            pairs.add(reader)
     _, readers = _maps(graph)
     probe = onnx.ModelProto()
     probe.CopyFrom(qdq_model)
     have = {o.name for o in probe.graph.output}
     probe.graph.output.extend(
-        helper.make_empty_tensor_value_info(q) for q in units if q not in have
+        helper.make_empty_tensor_value_info(q) for q in units if q not in have and q not in joined
     )
     cpu = _run_cpu(probe, feed)
     whole = run_on_htp(probe, [feed], arch=arch)
