@@ -149,6 +149,9 @@ class HardwareConfig:
         onnxq extension: a depthwise Conv/ConvTranspose may start a supergroup (AIMET: never).
     onnxq_supergroups
         onnxq extension: supergroups matched besides ``supergroups`` (after them).
+    onnxq_constraints
+        onnxq extension: op type → fixed output range, for ops whose own ``op_type`` entry has
+        none (the HTP's 16-bit HardSigmoid assumes ``[0, 1]``).
     output_max_floors
         onnxq extension: ``(op chain, floor)`` pairs. The output of a chain the HTP fuses
         (``("Conv", "HardSwish")``) gets an encoding whose maximum is at least ``floor``, where
@@ -169,6 +172,9 @@ class HardwareConfig:
     depthwise_supergroups: bool = False
     onnxq_supergroups: tuple[tuple[str, ...], ...] = ()
     output_max_floors: tuple[tuple[tuple[str, ...], float], ...] = ()
+    onnxq_constraints: Mapping[str, EncodingConstraint] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
     notes: str | None = None
 
     def op(self, op_type: str) -> OpSetting:
@@ -225,11 +231,21 @@ class HardwareConfig:
                 else {"is_output_quantized": _s(self.model_output_quantized)}
             ),
         }
-        extensions = (self.onnxq_supergroups, self.output_max_floors, self.notes)
+        extensions = (
+            self.onnxq_supergroups,
+            self.output_max_floors,
+            self.onnxq_constraints,
+            self.notes,
+        )
         if self.depthwise_supergroups or any(extensions):
             out["onnxq"] = {"depthwise_supergroups": _s(self.depthwise_supergroups)}
             if self.onnxq_supergroups:
                 out["onnxq"]["supergroups"] = [{"op_list": list(g)} for g in self.onnxq_supergroups]
+            if self.onnxq_constraints:
+                out["onnxq"]["encoding_constraints"] = {
+                    op: {"min": ec.min, **({} if ec.max is None else {"max": ec.max})}
+                    for op, ec in self.onnxq_constraints.items()
+                }
             if self.output_max_floors:
                 out["onnxq"]["output_max_floors"] = [
                     {"op_list": list(ops), "max": floor} for ops, floor in self.output_max_floors
@@ -353,6 +369,7 @@ def load_config(
             depthwise_supergroups=False,
             onnxq_supergroups=(),
             output_max_floors=(),
+            onnxq_constraints=MappingProxyType({}),
             notes=None,
         )
     return cfg
@@ -467,7 +484,13 @@ _TOP_KEYS = (
     "model_output",
     "onnxq",
 )
-_ONNXQ_KEYS = ("depthwise_supergroups", "supergroups", "output_max_floors", "notes")
+_ONNXQ_KEYS = (
+    "depthwise_supergroups",
+    "supergroups",
+    "output_max_floors",
+    "encoding_constraints",
+    "notes",
+)
 _DEFAULTS_KEYS = (
     "ops",
     "params",
@@ -512,6 +535,11 @@ def _parse(data: Any, *, source: str, name: str, path: Path | None) -> HardwareC
     ext = c.obj(top.get("onnxq", {}), "onnxq", _ONNXQ_KEYS)
     extra = _parse_supergroups(c, ext.get("supergroups", []), "onnxq.supergroups")
     floors = _parse_floors(c, ext.get("output_max_floors", []), "onnxq.output_max_floors")
+    fixed_raw = c.obj(ext.get("encoding_constraints", {}), "onnxq.encoding_constraints", None)
+    fixed = {
+        str(op): _parse_constraint(c, v, _join("onnxq.encoding_constraints", op))
+        for op, v in fixed_raw.items()
+    }
     notes = c.string(ext["notes"], "onnxq.notes") if "notes" in ext else None
     return HardwareConfig(
         name=name,
@@ -526,6 +554,7 @@ def _parse(data: Any, *, source: str, name: str, path: Path | None) -> HardwareC
         depthwise_supergroups=bool(c.opt_bool(ext, "depthwise_supergroups", "onnxq")),
         onnxq_supergroups=tuple(extra),
         output_max_floors=tuple(floors),
+        onnxq_constraints=MappingProxyType(fixed),
         notes=notes,
     )
 
@@ -642,19 +671,24 @@ def _parse_kernel_spec(c: _Checker, raw: Any, path: str) -> KernelSpec:
     return KernelSpec(bitwidth=int(bw), dtype=dtype)
 
 
+def _parse_constraint(c: _Checker, raw: Any, ec_path: str) -> EncodingConstraint:
+    ec = c.obj(raw, ec_path, ("min", "max"))
+    if "min" not in ec:
+        raise c.fail(_join(ec_path, "min"), "is missing (AIMET's schema requires it)")
+    lo = c.number(ec["min"], _join(ec_path, "min"))
+    hi = c.number(ec["max"], _join(ec_path, "max")) if "max" in ec else None
+    if hi is not None and hi <= lo:
+        raise c.fail(_join(ec_path, "max"), f"must be greater than min ({lo}), got {hi}")
+    return EncodingConstraint(min=lo, max=hi)
+
+
 def _parse_op(c: _Checker, raw: Any, path: str) -> OpSetting:
     o = c.obj(raw, path, _OP_KEYS)
     constraint = None
     if "encoding_constraints" in o:
-        ec_path = _join(path, "encoding_constraints")
-        ec = c.obj(o["encoding_constraints"], ec_path, ("min", "max"))
-        if "min" not in ec:
-            raise c.fail(_join(ec_path, "min"), "is missing (AIMET's schema requires it)")
-        lo = c.number(ec["min"], _join(ec_path, "min"))
-        hi = c.number(ec["max"], _join(ec_path, "max")) if "max" in ec else None
-        if hi is not None and hi <= lo:
-            raise c.fail(_join(ec_path, "max"), f"must be greater than min ({lo}), got {hi}")
-        constraint = EncodingConstraint(min=lo, max=hi)
+        constraint = _parse_constraint(
+            c, o["encoding_constraints"], _join(path, "encoding_constraints")
+        )
     return OpSetting(
         is_input_quantized=c.opt_bool(o, "is_input_quantized", path, only=True),
         is_output_quantized=c.opt_bool(o, "is_output_quantized", path),

@@ -102,3 +102,47 @@ def test_node_units_join_a_layer_to_the_activation_that_alone_reads_it():
     units = _units(graph)
     assert units["ha_q"] == (["c1_q"], ["HardSwish"]) and units["c1_q"] == (["x_q"], ["Conv"])
     assert units["hb_q"] == (["c2_q"], ["HardSwish"])
+
+
+@needs_htp
+@pytest.mark.parametrize("out_max", [0.794, 1.0])
+def test_the_htps_16_bit_hardsigmoid_assumes_the_range_0_1(tmp_path, out_max):
+    # why the HTP configs fix HardSigmoid to [0, 1]: a standalone 16-bit HardSigmoid writes
+    # hardsigmoid(x) * 65535 whatever its output encoding says (measured on every arch)
+    from onnx import TensorProto, helper, numpy_helper  # noqa: PLC0415
+
+    x = np.linspace(-4, 2, 256, dtype=np.float32).reshape(1, 256)
+    s_in, z_in = np.float32(6 / 65535), np.uint16(round(4 / (6 / 65535)))
+    s_out = np.float32(out_max / 65535)
+    init = [
+        numpy_helper.from_array(s_in, "s_in"), numpy_helper.from_array(z_in, "z_in"),
+        numpy_helper.from_array(s_out, "s_out"), numpy_helper.from_array(np.uint16(0), "z_out"),
+    ]  # fmt: skip
+    nodes = [
+        helper.make_node("DequantizeLinear", ["x_q", "s_in", "z_in"], ["x"]),
+        helper.make_node("HardSigmoid", ["x"], ["g"], alpha=1 / 6, beta=0.5),
+        helper.make_node("QuantizeLinear", ["g", "s_out", "z_out"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "hardsigmoid16",
+        [helper.make_tensor_value_info("x_q", TensorProto.UINT16, [1, 256])],
+        [helper.make_tensor_value_info("y", TensorProto.UINT16, [1, 256])],
+        init,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    model.ir_version = 10
+    xq = np.clip(np.round(x / s_in) + z_in, 0, 65535).astype(np.uint16)
+    xd = (xq.astype(np.float64) - float(z_in)) * float(s_in)
+    want = np.clip(np.round(np.clip(xd / 6 + 0.5, 0, 1) / float(s_out)), 0, 65535)
+    got = run_on_htp(model, [{"x_q": xq}], arch=73).outputs[0][0].astype(np.float64).ravel()
+    steps = np.abs(got - want.ravel())
+    if out_max == 1.0:
+        assert steps.max() <= 1
+    else:  # hardsigmoid(x) * 65535 instead of hardsigmoid(x) / s_out: 0.794 times too small
+        unsaturated = want.ravel() < 65535
+        ratio = (
+            got[unsaturated & (want.ravel() > 1000)]
+            / want.ravel()[unsaturated & (want.ravel() > 1000)]
+        )
+        assert np.allclose(ratio, out_max, atol=2e-3) and steps.max() > 10000

@@ -244,3 +244,23 @@ def test_a_fused_conv_hardswish_output_reaches_3_on_htp_v73_only():
     # v68 does not fuse Conv + HardSwish at all: both keep the calibrated range
     assert found["htp_v73", False]["hb"] == plain["hb"]
     assert found["htp_v68", False]["ha"] == plain["ha"]
+
+
+def test_a_hardsigmoid_output_is_fixed_to_0_1_on_htp_configs():
+    # HardSigmoid of inputs in [-3, 1]: its outputs stay within [0, 0.67]
+    graph = helper.make_graph(
+        [helper.make_node("HardSigmoid", ["x"], ["g"], alpha=1 / 6, beta=0.5)],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 8])],
+        [helper.make_tensor_value_info("g", TensorProto.FLOAT, None)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = np.linspace(-3, 1, 32, dtype=np.float32).reshape(4, 8)
+    seen = float(ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0].max())
+    for compat, want in [(False, (0.0, 1.0)), (True, (0.0, seen))]:
+        placement = place_quantizers(model, "htp_v73", aimet_compatible=compat)
+        encs = compute_encodings(model, placement, [{"x": x}], scheme="tf", activation_bw=16)
+        got = encs.activations["g"]
+        # fixed: exactly 1/65535 per step from 0 (the HTP's 16-bit HardSigmoid assumes it)
+        assert got == encoding_from_range(*want, 16, name="g")
+    assert float(got.max) < 0.7  # AIMET's placement: the calibrated range

@@ -195,6 +195,17 @@ def test_output_max_floors_are_read_per_htp_version_and_round_trip():
     assert load_config("htp_v73", aimet_compatible=True).output_max_floors == ()
 
 
+def test_every_htp_config_fixes_hardsigmoid_to_0_1_unless_aimet_compatible():
+    from onnxq.sim.hwconfig import EncodingConstraint  # noqa: PLC0415
+
+    for v in (66, 68, 69, 73, 75, 79, 81, 85):
+        cfg = load_config(f"htp_v{v}")
+        assert cfg.onnxq_constraints == {"HardSigmoid": EncodingConstraint(0.0, 1.0)}
+        assert cfg.op("HardSigmoid").encoding_constraints is None  # AIMET's part untouched
+        assert load_config(cfg.to_dict()).onnxq_constraints == cfg.onnxq_constraints
+        assert load_config(f"htp_v{v}", aimet_compatible=True).onnxq_constraints == {}
+
+
 def test_aimet_style_file_loads_unchanged(tmp_path):
     path = tmp_path / "htp_quantsim_config_custom.json"
     path.write_text(json.dumps(AIMET_STYLE, indent=2))
@@ -305,6 +316,10 @@ _DELETE = object()
         (
             _with(["onnxq"], {"output_max_floors": [{"op_list": [], "max": 3}]}),
             r"onnxq.output_max_floors\[0\].op_list: needs at least 1 op type",
+        ),
+        (
+            _with(["onnxq"], {"encoding_constraints": {"HardSigmoid": {"max": 1.0}}}),
+            r"onnxq.encoding_constraints.HardSigmoid.min: is missing",
         ),
         ([1, 2], r"<top level>: must be an object"),
     ],
