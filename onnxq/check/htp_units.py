@@ -6,21 +6,23 @@ an early layer can grow to forty in a sensitive depthwise layer without anything
 
 Rules:
 
-- every ``QuantizeLinear`` output (the integers the HTP passes between node units) becomes a
-  graph output; the model runs once on the HTP and once on onnxruntime's CPU provider (graph
-  optimizations off: the Q/DQ arithmetic as written), on the first feed;
 - a *unit* is what produces one quantized tensor: the ops between the ``DequantizeLinear``
-  nodes it reads and its ``QuantizeLinear``. Its *steps* are the largest integer difference
-  of its output; *inherited* the largest of the quantized activations it reads;
+  nodes it reads and its ``QuantizeLinear``. Pairs the HTP fuses, ignoring the Q/DQ between
+  them, are one unit: a layer (Conv, Gemm, MatMul) and the activation that alone reads it
+  (Relu, Clip, HardSwish…), a sigmoid gate and the Mul that alone reads it;
+- every unit's ``QuantizeLinear`` output becomes a graph output (not the inside of a pair:
+  asking for it changes what the HTP computes); the model runs once on the HTP and once on
+  onnxruntime's CPU provider (graph optimizations off: the Q/DQ arithmetic as written), on
+  one feed. A unit's *steps* are the largest integer difference of its output, *inherited*
+  the largest of the quantized activations it reads;
 - *isolated*: the same integers when every unit reads onnxruntime's integers instead of the
-  HTP's own (one more run: each ``DequantizeLinear`` of an activation reads a graph input
-  holding onnxruntime's values). A layer (Conv, Gemm, MatMul) stays joined to the single
-  activation that alone reads it (Relu, Clip, HardSwish…), as the HTP fuses the pair and
-  ignores the Q/DQ between them; such a pair is also compared with its arithmetic without
-  the layer's rounding (*isolated_fused*). A unit more than a couple of steps off when
-  isolated, both ways (:attr:`UnitDivergence.own_steps`; in 8-bit steps: 256 of a 16-bit
-  grid's count as one), computes something else on the device; one within a step only
-  amplifies what it was given.
+  HTP's own (one more HTP run: each ``DequantizeLinear`` of an activation reads a graph input
+  holding onnxruntime's values). A pair is also compared with its arithmetic without the
+  inner rounding (*isolated_fused*);
+- a unit more than the tolerance (and 1) off when isolated, both ways
+  (:attr:`UnitDivergence.own_steps`; in steps of an 8-bit grid, so 256 of a 16-bit grid's
+  count as one), computes something else on the device; one within a step only amplifies
+  what it was given.
 """
 
 from __future__ import annotations
