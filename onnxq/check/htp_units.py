@@ -54,13 +54,17 @@ class UnitDivergence:
         own = self.isolated or 0
         return own if self.isolated_fused is None else min(own, self.isolated_fused)
 
-    def wrong_on_device(self, tolerance: float = 2) -> bool:
-        """More than ``tolerance`` (and 1) steps off on its own (onnxruntime's inputs).
+    @property
+    def own_steps_8bit(self) -> float:
+        """:attr:`own_steps` in steps of an 8-bit grid (256 of a 16-bit grid's are one)."""
+        return self.own_steps / 2 ** max(self.bits - 8, 0)
 
-        Steps of an 8-bit grid: a 16-bit unit may be ``256 ×`` as many of its own steps off
-        (the HTP's 16-bit arithmetic is not exact to a 16-bit step).
+    def wrong_on_device(self, tolerance: float = 2) -> bool:
+        """More than ``tolerance`` (and 1) 8-bit steps off on its own (onnxruntime's inputs).
+
+        The HTP's 16-bit arithmetic is not exact to a 16-bit step.
         """
-        return self.own_steps > max(tolerance, 1) * 2 ** max(self.bits - 8, 0)
+        return self.own_steps_8bit > max(tolerance, 1)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -84,10 +88,10 @@ def _maps(graph: Any) -> tuple[dict[str, Any], dict[str, list[Any]]]:
     return producer, readers
 
 
-def _units(graph: Any) -> dict[str, tuple[list[str], list[str]]]:
+def _units(graph: Any, producer: Mapping[str, Any]) -> dict[str, tuple[list[str], list[str]]]:
     """Q output -> (quantized activations its unit reads, op types of the unit)."""
-    producer, _ = _maps(graph)
     constants = {t.name for t in graph.initializer}
+    order = {id(n): i for i, n in enumerate(graph.node)}
     units: dict[str, tuple[list[str], list[str]]] = {}
     for node in graph.node:
         if node.op_type != "QuantizeLinear":
@@ -112,7 +116,6 @@ def _units(graph: Any) -> dict[str, tuple[list[str], list[str]]]:
                 continue
             ops.append(src)
             stack.extend(i for i in src.input if i)
-        order = {id(n): i for i, n in enumerate(graph.node)}
         ops.sort(key=lambda n: order[id(n)])
         units[node.output[0]] = (reads, [n.op_type for n in ops])
     return units
@@ -128,9 +131,10 @@ _FUSED_INTO = {
 }
 
 
-def _joined(graph: Any) -> dict[str, str]:
+def _joined(
+    graph: Any, producer: Mapping[str, Any], readers: Mapping[str, list[Any]]
+) -> dict[str, str]:
     """Layer Q outputs the HTP fuses into the activation that alone reads them: q -> its DQ."""
-    producer, readers = _maps(graph)
     outputs = {o.name for o in graph.output}
     joined = {}
     for node in graph.node:
@@ -216,10 +220,11 @@ def localize_divergence(
     from onnxq.check.htp import run_on_htp  # noqa: PLC0415
 
     graph = qdq_model.graph
-    units = _units(graph)
+    producer, readers = _maps(graph)
+    units = _units(graph, producer)
     # a fused pair is one unit: its layer's integers never exist on the device, and asking
     # for them (a graph output) changes what the HTP computes
-    joined = _joined(graph)
+    joined = _joined(graph, producer, readers)
     pairs = set()  # activation Q outputs whose unit is a fused pair
     for q in joined:
         reader = next((u for u, (reads, _) in units.items() if q in reads), None)
@@ -228,7 +233,6 @@ def localize_divergence(
             other = [r for r in units[reader][0] if r != q]
             units[reader] = (list(dict.fromkeys(reads + other)), ops + units[reader][1])
             pairs.add(reader)
-    _, readers = _maps(graph)
     probe = onnx.ModelProto()
     probe.CopyFrom(qdq_model)
     have = {o.name for o in probe.graph.output}
@@ -242,8 +246,7 @@ def localize_divergence(
     alone = run_on_htp(forced, [forced_feed], arch=arch)
     runs = [dict(zip(r.output_names, r.outputs[0], strict=True)) for r in (whole, alone)]
     # the fused pairs' own arithmetic: the layer's float output straight into its activation
-    quantize = {n.output[0]: n for n in graph.node if n.op_type == "QuantizeLinear"}
-    layer_out = {dq: quantize[q].input[0] for q, dq in joined.items()}
+    layer_out = {dq: producer[q].input[0] for q, dq in joined.items()}
     unrounded = onnx.ModelProto()
     unrounded.CopyFrom(forced)
     for node in unrounded.graph.node:

@@ -329,9 +329,7 @@ def _htp(
         wrong = [u for u in units if u.wrong_on_device(opts.htp_max_steps)]
         section["units_wrong"] = len(wrong)
         # in steps of an 8-bit grid, so 8- and 16-bit units compare
-        section["units_largest_own_steps"] = max(
-            (u.own_steps / 2 ** max(u.bits - 8, 0) for u in units), default=0
-        )
+        section["units_largest_own_steps"] = max((u.own_steps_8bit for u in units), default=0)
         for u in wrong[:3]:
             failures.append(
                 f"HTP v{opts.htp_arch}: unit {'+'.join(u.ops)} -> {u.tensor} is {u.own_steps} "

@@ -243,8 +243,7 @@ class HardwareConfig:
                 out["onnxq"]["supergroups"] = [{"op_list": list(g)} for g in self.onnxq_supergroups]
             if self.onnxq_constraints:
                 out["onnxq"]["encoding_constraints"] = {
-                    op: {"min": ec.min, **({} if ec.max is None else {"max": ec.max})}
-                    for op, ec in self.onnxq_constraints.items()
+                    op: _constraint_dict(ec) for op, ec in self.onnxq_constraints.items()
                 }
             if self.output_max_floors:
                 out["onnxq"]["output_max_floors"] = [
@@ -280,6 +279,10 @@ def _kernel_dict(k: SupportedKernel) -> dict[str, Any]:
     return out
 
 
+def _constraint_dict(ec: EncodingConstraint) -> dict[str, float]:
+    return {"min": ec.min} if ec.max is None else {"min": ec.min, "max": ec.max}
+
+
 def _op_dict(o: OpSetting) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in (
@@ -296,10 +299,7 @@ def _op_dict(o: OpSetting) -> dict[str, Any]:
     if o.supported_kernels is not None:
         out["supported_kernels"] = [_kernel_dict(k) for k in o.supported_kernels]
     if o.encoding_constraints is not None:
-        ec: dict[str, float] = {"min": o.encoding_constraints.min}
-        if o.encoding_constraints.max is not None:
-            ec["max"] = o.encoding_constraints.max
-        out["encoding_constraints"] = ec
+        out["encoding_constraints"] = _constraint_dict(o.encoding_constraints)
     return out
 
 

@@ -325,13 +325,15 @@ def place_quantizers(
             for i in node.input
             if i in quantizers and quantizers[i].kind == "activation"
         ]
+        # a fixed range: the op's own, else the onnxq block's for its type
+        fixed = (op and op.encoding_constraints) or cfg.onnxq_constraints.get(node.op_type)
+        if fixed is not None:
+            for q in outs:
+                q.constraint = fixed
         if op is None:
             if node.op_type in GRID_PRESERVING_OPS:
                 for q in outs:
                     q.enabled = False
-            elif node.op_type in cfg.onnxq_constraints:
-                for q in outs:
-                    q.constraint = cfg.onnxq_constraints[node.op_type]
             continue
         if op.is_output_quantized is not None:
             for q in outs:
@@ -342,10 +344,6 @@ def place_quantizers(
         if op.is_symmetric is not None:
             for q in outs + acts_in:
                 q.symmetric = op.is_symmetric
-        fixed = op.encoding_constraints or cfg.onnxq_constraints.get(node.op_type)
-        if fixed is not None:
-            for q in outs:
-                q.constraint = fixed
         for idx, name in enumerate(node.input):
             role = PARAM_ROLES.get(node.op_type, {}).get(idx)
             q = quantizers.get(name)

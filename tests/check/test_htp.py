@@ -85,7 +85,7 @@ def test_a_node_the_hardware_cannot_run_is_reported(tmp_path):
 
 
 def test_node_units_join_a_layer_to_the_activation_that_alone_reads_it():
-    from onnxq.check.htp_units import _joined, _units  # noqa: PLC0415
+    from onnxq.check.htp_units import _joined, _maps, _units  # noqa: PLC0415
     from onnxq.export.qdq import to_qdq  # noqa: PLC0415
     from onnxq.sim.encodings import compute_encodings  # noqa: PLC0415
     from onnxq.sim.placement import place_quantizers  # noqa: PLC0415
@@ -98,8 +98,9 @@ def test_node_units_join_a_layer_to_the_activation_that_alone_reads_it():
     encs = compute_encodings(model, place_quantizers(model, "htp_v73"), batches, scheme="tf")
     graph = to_qdq(model, encs).graph
     # c1's only reader is ha's HardSwish: one unit on the device; c2 has a second reader
-    assert _joined(graph) == {"c1_q": "c1"}
-    units = _units(graph)
+    producer, readers = _maps(graph)
+    assert _joined(graph, producer, readers) == {"c1_q": "c1"}
+    units = _units(graph, producer)
     assert units["ha_q"] == (["c1_q"], ["HardSwish"]) and units["c1_q"] == (["x_q"], ["Conv"])
     assert units["hb_q"] == (["c2_q"], ["HardSwish"])
 
