@@ -323,7 +323,11 @@ def _htp(
         # the device disagrees: find the node units that do so on their own
         from onnxq.check.htp_units import localize_divergence  # noqa: PLC0415
 
-        units = localize_divergence(qdq, feeds[keep[0]], arch=opts.htp_arch)
+        try:
+            units = localize_divergence(qdq, feeds[keep[0]], arch=opts.htp_arch)
+        except ModelError as err:  # the verdict above stands; only the where is missing
+            section["units_error"] = str(err)
+            return section
         units.sort(key=lambda u: (-u.own_steps, -u.steps))
         section["units"] = [u.to_dict() for u in units[:10]]
         wrong = [u for u in units if u.wrong_on_device(opts.htp_max_steps)]

@@ -238,3 +238,24 @@ def test_a_model_from_onnxruntimes_quantizer_is_checked_like_ours(small_cnn, sma
     assert report["consistency"]["errors"] == 0
     want = _sqnr(_outputs(folded, x), _outputs(qdq, x))
     assert report["outputs"][0]["sqnr_db"] == pytest.approx(want, abs=0.006)
+
+
+@pytest.mark.skipif(not htp_available(), reason="onnxruntime-qnn is not installed")
+def test_a_unit_check_the_backend_cannot_run_keeps_the_device_verdict(
+    quantized, tmp_path, monkeypatch, capsys
+):
+    import onnxq.check.htp_units as htp_units  # noqa: PLC0415
+    from onnxq.cli import main  # noqa: PLC0415
+    from onnxq.errors import ModelError  # noqa: PLC0415
+
+    def refused(*args, **kwargs):
+        raise ModelError("probe.onnx: the HTP backend failed: no such kernel")
+
+    monkeypatch.setattr(htp_units, "localize_divergence", refused)
+    out, calib, _ = quantized
+    code = main(["check", str(out / "in_qdq.onnx"), "--calib", str(calib), "--htp", "v73",
+                 "--min-output-sqnr", "0", "--htp-max-steps", "-1", "--json"])  # fmt: skip
+    report = json.loads(capsys.readouterr().out)
+    assert code == 1 and report["status"] == "fail"
+    assert any("steps from the simulation" in f for f in report["failures"])
+    assert report["htp"]["units_error"].endswith("no such kernel") and "units" not in report["htp"]
