@@ -4,6 +4,7 @@ params fake-quantized, fixed ranges from the config."""
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
@@ -193,6 +194,35 @@ def test_weights_are_replaced_by_their_fake_quantized_values_whatever_their_rank
         np.testing.assert_array_equal(got, encs[t.name].quantize_dequantize(values[t.name]))
     # the input model keeps its float values
     assert float(numpy_helper.to_array(model.graph.initializer[0])) == np.float32(0.3)
+
+
+def test_the_fake_quantized_copy_keeps_everything_but_the_quantized_values():
+    from onnxq.sim.encodings import _with_quantized_params  # noqa: PLC0415
+
+    w = np.linspace(-1, 1, 6, dtype=np.float32)
+    keep = numpy_helper.from_array(np.full(6, 0.123, np.float32), "keep")
+    weight = numpy_helper.from_array(w, "w")
+    weight.doc_string = "a weight"
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "keep"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [weight, keep],
+        doc_string="the graph",
+        value_info=[helper.make_tensor_value_info("m", TensorProto.FLOAT, [6])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.producer_name, model.model_version = "exporter", 7
+    helper.set_model_props(model, {"author": "someone"})
+    enc = encoding_from_range(-1.0, 1.0, 8, symmetric=True)
+    out = _with_quantized_params(model, {"w": enc}, {"w": w})
+    expected = onnx.ModelProto()
+    expected.CopyFrom(model)
+    expected.graph.initializer[0].CopyFrom(numpy_helper.from_array(enc.quantize_dequantize(w), "w"))
+    expected.graph.initializer[0].doc_string = "a weight"
+    assert out == expected
+    assert not np.array_equal(enc.quantize_dequantize(w), w)  # the values did change
 
 
 def _two_conv_hardswish():
