@@ -108,7 +108,7 @@ def onnxq_rows(name: str, iterations: int, candidates: int) -> list[dict[str, An
                 "method": method,
                 "setting": "w4a8 htp_v73",
                 "seconds": round(seconds, 1),
-                **_score(zm, model, sim.qdq_session, evals),
+                **_score(zm, model, sim.exact_session, evals),
                 **extra,
             }
         )
@@ -159,11 +159,11 @@ def bias_rows(candidates: int = 20) -> list[dict[str, Any]]:
         sim.compute_encodings(calib)
         if first == "seq_mse":
             onnxq.apply_seq_mse(sim, calib, candidates)
-        before = _score(zm, model, sim.qdq_session, evals)
+        before = _score(zm, model, sim.exact_session, evals)
         t = time.perf_counter()
         result = onnxq.apply_bias_correction(sim, calib)
         seconds = time.perf_counter() - t
-        after = _score(zm, model, sim.qdq_session, evals)
+        after = _score(zm, model, sim.exact_session, evals)
         assert _digest(model) == digest, "bias correction modified the float model"
         setting = f"w{bits}a8 {config} {scheme}" + (f", after SeqMSE {candidates}" if first else "")
         rows.append(
@@ -246,7 +246,7 @@ def aimet_rows(name: str, python: str, iterations: int, candidates: int) -> list
             sim = _sim(exported, "htp_v73", 4)
             sim.set_and_freeze_param_encodings(EncodingSet(params=dict(params)))
             sim.compute_encodings(calib)
-            in_onnxq = _score(zm, model, sim.qdq_session, evals)  # against the float model
+            in_onnxq = _score(zm, model, sim.exact_session, evals)  # against the float model
             rows.append(
                 {
                     "model": name,

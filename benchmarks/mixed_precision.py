@@ -75,7 +75,7 @@ def _on_htp(sim: Any, zm: Any) -> dict[str, Any]:
     name = run.output_names[0]
     ref = np.concatenate([floats.run([name], f)[0] for f in feeds])
     htp = np.concatenate([o[0] for o in run.outputs])
-    simulated = np.concatenate([sim.qdq_session.run([name], f)[0] for f in feeds])
+    simulated = np.concatenate([sim.exact_session.run([name], f)[0] for f in feeds])
     enc = sim.encodings.activations.get(name)
     step = float(np.max(enc.scale)) if enc is not None and enc.dtype == "int" else None
     return {

@@ -378,6 +378,8 @@ def _config(args: argparse.Namespace) -> int:
         ext.append("supergroups " + "; ".join("+".join(sg) for sg in c.onnxq_supergroups))
     for ops, floor in c.output_max_floors:
         ext.append(f"{'+'.join(ops)} output max >= {floor:g}")
+    for ops in c.unrounded_chains:
+        ext.append(f"{'+'.join(ops)} inner outputs exported, not simulated (fused on the device)")
     for op, r in c.onnxq_constraints.items():
         ext.append(f"{op} output fixed to [{r.min:g}, {'-' if r.max is None else f'{r.max:g}'}]")
     if ext:

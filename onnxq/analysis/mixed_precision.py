@@ -218,7 +218,7 @@ def promoted_encodings(
     if precision not in PRECISIONS:
         raise InvalidInputError(f"precision={precision!r}: use int16 or fp16")
     base = sim.encodings if base is None else base
-    out = EncodingSet(dict(base.activations), dict(base.params))
+    out = EncodingSet(dict(base.activations), dict(base.params), unrounded=base.unrounded)
     graph = _Graph(sim.model, sim.placement, groups)
     chosen = [g for g in groups if g.name in set(promoted)]
     by_name = {g.name: g for g in groups}

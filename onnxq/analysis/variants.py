@@ -64,7 +64,7 @@ def simulation_session(model: Any, encodings: EncodingSet, threads: int | None =
     fast = fast_simulation(model, encodings, threads)
     if not isinstance(fast, str):
         return fast.session
-    data = to_qdq(model, encodings).SerializeToString()
+    data = to_qdq(model, encodings.simulated()).SerializeToString()
     return ort.InferenceSession(data, _options(threads), providers=["CPUExecutionProvider"])
 
 
@@ -132,6 +132,7 @@ class VariantSimulator:
         return EncodingSet(
             {n: e for n, e in enc.activations.items() if n in names},
             {n: e for n, e in enc.params.items() if n in names},
+            unrounded=enc.unrounded,
         )
 
     def session(self, enabled: Collection[int]) -> Any:

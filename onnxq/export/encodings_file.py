@@ -73,6 +73,11 @@ class EncodingSet:
         AIMET's ``excluded_layers`` list, kept as read.
     producer
         The ``producer`` block of the file that was read.
+    unrounded
+        Activations the target device does not round: the inner outputs of a chain it fuses
+        (a config's ``onnxq.unrounded_chains``). They are encoded and exported as Q/DQ pairs,
+        which the device needs to accept the graph and then ignores, and the simulation leaves
+        them float. Set from the sim's placement; not part of the file.
     """
 
     activations: dict[str, Encoding] = field(default_factory=dict)
@@ -81,6 +86,7 @@ class EncodingSet:
     quantizer_args: dict[str, Any] | None = None
     excluded_layers: list[Any] = field(default_factory=list)
     producer: dict[str, Any] | None = None
+    unrounded: frozenset[str] = frozenset()
 
     def __getitem__(self, name: str) -> Encoding:
         if name in self.params:
@@ -96,6 +102,16 @@ class EncodingSet:
     def __iter__(self) -> Iterator[str]:
         yield from self.activations
         yield from self.params
+
+    def simulated(self) -> EncodingSet:
+        """The encodings the device applies: without the ``unrounded`` activations.
+
+        A Q/DQ model of these computes the simulation exactly; the export keeps them all.
+        """
+        if not self.unrounded:
+            return self
+        acts = {n: e for n, e in self.activations.items() if n not in self.unrounded}
+        return replace(self, activations=acts, unrounded=frozenset())
 
     def items(self) -> Iterator[tuple[str, Encoding]]:
         """All ``(name, encoding)`` pairs, activations first."""

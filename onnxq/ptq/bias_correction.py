@@ -366,7 +366,7 @@ def apply_bias_correction(
             saved = _snapshot(sim)
             # output SQNR against float, the lowest over outputs
             evaluation = Evaluation(sim.reference_model(), walk.batches, threads=sim.threads)
-            result.sqnr_before = evaluation.score(sim.qdq_session)
+            result.sqnr_before = evaluation.score(sim.exact_session)
         for layer, stats in walk:
             done = correct_layer(walk, layer, stats, shrink=shrink, check=check)
             if isinstance(done, str):
@@ -376,7 +376,7 @@ def apply_bias_correction(
         if recalibrate:
             sim.compute_encodings(walk.batches)
         if keep_if_better:
-            result.sqnr_after = evaluation.score(sim.qdq_session)
+            result.sqnr_after = evaluation.score(sim.exact_session)
             if result.sqnr_after < result.sqnr_before:  # type: ignore[operator]
                 _restore(sim, saved)
                 result.reverted = True

@@ -121,7 +121,8 @@ class LayerWalk:
         from onnxq.export.qdq import to_qdq  # noqa: PLC0415
 
         threads = self.sim.threads
-        self._qdq = to_qdq(self.sim.model, self.sim.encodings)
+        # the simulation's arithmetic: without the pairs the device ignores (unrounded)
+        self._qdq = to_qdq(self.sim.model, self.sim.encodings.simulated())
         self._float = ActivationStream(self.reference, self.batches, threads)
         self._quant = ActivationStream(self._qdq, self.batches, threads, exact=True)
         try:

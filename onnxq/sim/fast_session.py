@@ -23,9 +23,14 @@ Rules of :func:`fast_simulation`:
   anything finite;
 - the encodings the Q/DQ export adds for its backends (value-preserving outputs, the inside of
   Conv + ReLU6) leave values unchanged, so they are not simulated twice;
-- the numbers differ from the Q/DQ model's only through the float kernels' summation order and
-  fusions between quantizers (a product rounded in another order can cross a rounding boundary
-  of the next quantizer); ``QuantizationSimModel.qdq_session`` is the exact one;
+- ``encodings.unrounded`` (the inner outputs of a chain the device fuses without rounding
+  inside, a config's ``onnxq.unrounded_chains``) get no ``FakeQuantize``: the simulation
+  computes what the device does, while the Q/DQ model rounds them (on orient, htp_v73, the two
+  are within 1 output step);
+- otherwise the numbers differ from the Q/DQ model's only through the float kernels'
+  summation order and fusions between quantizers (a product rounded in another order can cross
+  a rounding boundary of the next quantizer); ``QuantizationSimModel.exact_session`` is the
+  exact Q/DQ arithmetic;
 - the optimized model is only valid on this machine and this onnxruntime; it lives in a
   temporary folder while its session loads, and is never written out by onnxq.
 
@@ -233,14 +238,17 @@ def _insert_fake_quantizers(
 def simulated_activations(model: Any, encodings: EncodingSet) -> dict[str, Encoding] | str:
     """The activations that get a FakeQuantize (op outputs and graph inputs), or why one cannot.
 
-    Constants (initializers, ``Constant`` nodes) get their grid values once, not a quantizer.
+    Constants (initializers, ``Constant`` nodes) get their grid values once, not a quantizer;
+    ``encodings.unrounded`` (outputs the device fuses without rounding) get none either.
     """
     graph_inputs = {i.name for i in model.graph.input}
     produced = {o for n in model.graph.node if n.op_type != "Constant" for o in n.output}
     quantizers = {
         n: e
         for n, e in encodings.activations.items()
-        if (e.dtype == "int" or e.float_format is not None) and (n in produced or n in graph_inputs)
+        if (e.dtype == "int" or e.float_format is not None)
+        and (n in produced or n in graph_inputs)
+        and n not in encodings.unrounded
     }
     try:
         for name, enc in quantizers.items():

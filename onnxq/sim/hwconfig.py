@@ -13,7 +13,8 @@ types are rejected with an error naming the file and the key path.
 onnxq's own settings live in one extra top-level block, ``"onnxq"``, that AIMET's files never
 have: ``depthwise_supergroups`` lets a depthwise Conv start a supergroup (AIMET's matcher
 refuses it; the HTP fuses depthwise Conv + Relu6 — see ``hwconfigs/README.md``),
-``supergroups`` adds patterns AIMET's file lacks, and ``notes`` holds the reasons.
+``supergroups`` adds patterns AIMET's file lacks, ``output_max_floors``, ``unrounded_chains``
+and ``encoding_constraints`` model what the HTP does, and ``notes`` holds the reasons.
 ``load_config(..., aimet_compatible=True)`` ignores the block, so a user who needs AIMET's
 exact placement gets it from onnxq's own files too.
 
@@ -156,6 +157,11 @@ class HardwareConfig:
         onnxq extension: ``(op chain, floor)`` pairs. The output of a chain the HTP fuses
         (``("Conv", "HardSwish")``) gets an encoding whose maximum is at least ``floor``, where
         the fused kernel is wrong on a narrower grid.
+    unrounded_chains
+        onnxq extension: op chains the device fuses without rounding inside
+        (``("Conv", "HardSwish")`` on HTP v73-v81). Their inner outputs keep a quantizer, so
+        the exported Q/DQ model has the pair the device needs to accept the graph, but the
+        simulation does not round them, as the device does not.
     notes
         onnxq extension: why the config says what it says.
     """
@@ -172,6 +178,7 @@ class HardwareConfig:
     depthwise_supergroups: bool = False
     onnxq_supergroups: tuple[tuple[str, ...], ...] = ()
     output_max_floors: tuple[tuple[tuple[str, ...], float], ...] = ()
+    unrounded_chains: tuple[tuple[str, ...], ...] = ()
     onnxq_constraints: Mapping[str, EncodingConstraint] = field(
         default_factory=lambda: MappingProxyType({})
     )
@@ -234,6 +241,7 @@ class HardwareConfig:
         extensions = (
             self.onnxq_supergroups,
             self.output_max_floors,
+            self.unrounded_chains,
             self.onnxq_constraints,
             self.notes,
         )
@@ -248,6 +256,10 @@ class HardwareConfig:
             if self.output_max_floors:
                 out["onnxq"]["output_max_floors"] = [
                     {"op_list": list(ops), "max": floor} for ops, floor in self.output_max_floors
+                ]
+            if self.unrounded_chains:
+                out["onnxq"]["unrounded_chains"] = [
+                    {"op_list": list(g)} for g in self.unrounded_chains
                 ]
             if self.notes:
                 out["onnxq"]["notes"] = self.notes
@@ -369,6 +381,7 @@ def load_config(
             depthwise_supergroups=False,
             onnxq_supergroups=(),
             output_max_floors=(),
+            unrounded_chains=(),
             onnxq_constraints=MappingProxyType({}),
             notes=None,
         )
@@ -488,6 +501,7 @@ _ONNXQ_KEYS = (
     "depthwise_supergroups",
     "supergroups",
     "output_max_floors",
+    "unrounded_chains",
     "encoding_constraints",
     "notes",
 )
@@ -535,6 +549,7 @@ def _parse(data: Any, *, source: str, name: str, path: Path | None) -> HardwareC
     ext = c.obj(top.get("onnxq", {}), "onnxq", _ONNXQ_KEYS)
     extra = _parse_supergroups(c, ext.get("supergroups", []), "onnxq.supergroups")
     floors = _parse_floors(c, ext.get("output_max_floors", []), "onnxq.output_max_floors")
+    unrounded = _parse_supergroups(c, ext.get("unrounded_chains", []), "onnxq.unrounded_chains")
     fixed_raw = c.obj(ext.get("encoding_constraints", {}), "onnxq.encoding_constraints", None)
     fixed = {
         str(op): _parse_constraint(c, v, _join("onnxq.encoding_constraints", op))
@@ -554,6 +569,7 @@ def _parse(data: Any, *, source: str, name: str, path: Path | None) -> HardwareC
         depthwise_supergroups=bool(c.opt_bool(ext, "depthwise_supergroups", "onnxq")),
         onnxq_supergroups=tuple(extra),
         output_max_floors=tuple(floors),
+        unrounded_chains=tuple(unrounded),
         onnxq_constraints=MappingProxyType(fixed),
         notes=notes,
     )

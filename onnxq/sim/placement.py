@@ -35,7 +35,12 @@ quantizer. The config is applied in AIMET's order (aimet-facts §2.1):
 9. ``onnxq.output_max_floors``: the output of a chain the device fuses (matched as a
    supergroup is, a depthwise start allowed) is recorded in
    :attr:`Placement.output_max_floors`; its encoding's maximum is raised to the floor when
-   calibration gives less (:mod:`onnxq.sim.encodings`).
+   calibration gives less (:mod:`onnxq.sim.encodings`);
+10. ``onnxq.unrounded_chains``: the inner outputs of a chain the device fuses without rounding
+   inside (matched the same way) are recorded in :attr:`Placement.unrounded`. They keep their
+   quantizer, so they get an encoding and a Q/DQ pair in the export (the device needs it to
+   accept the graph, then ignores it), but the simulation does not round them
+   (:attr:`EncodingSet.unrounded <onnxq.export.encodings_file.EncodingSet>`).
 
 With ``aimet_compatible=True``, on BN-folded efflite0, orient, ppocr_cls and minilm with the
 default, per_channel, htp_v68 and htp_v73 configs, the enabled quantizers are exactly
@@ -139,6 +144,8 @@ class Placement:
     aimet_compatible: bool = False
     # tensor -> the least maximum its encoding may have (the config's onnxq.output_max_floors)
     output_max_floors: dict[str, float] = field(default_factory=dict)
+    # activations the device does not round (inside the config's onnxq.unrounded_chains)
+    unrounded: frozenset[str] = frozenset()
 
     def enabled(self, kind: str | None = None) -> list[Quantizer]:
         """The enabled quantizers, optionally of one kind, in graph order."""
@@ -460,6 +467,16 @@ def place_quantizers(
             out = chain[-1].output[0] if chain[-1].output else ""
             if out in quantizers and quantizers[out].kind == "activation":
                 floors[out] = max(floor, floors.get(out, floor))
+    unrounded = set()
+    shared = {q.tied_to for q in quantizers.values() if q.tied_to is not None}
+    for ops in cfg.unrounded_chains:
+        for chain in _supergroups(nodes, graph, (ops,), shapes, True):
+            for node in chain[:-1]:
+                q = quantizers.get(node.output[0])
+                # a tied quantizer's grid is another tensor's too: that one is rounded
+                tied = q is not None and (q.tied_to is not None or q.tensor in shared)
+                if q is not None and q.enabled and q.kind == "activation" and not tied:
+                    unrounded.add(q.tensor)
     return Placement(
         quantizers,
         cfg.defaults.strict_symmetric,
@@ -467,6 +484,7 @@ def place_quantizers(
         [tuple(label[id(n)] for n in chain) for chain in matches],
         aimet_compatible,
         floors,
+        frozenset(unrounded),
     )
 
 

@@ -14,8 +14,11 @@ State is plain data: ``sim.placement`` (which tensors are quantized and how) and
 weights and grids on onnxruntime's fully optimized float graph, with onnxq's FakeQuantize ops);
 ``qdq_session`` runs the exported Q/DQ model with graph optimizations off, exactly what
 ``_qdq.onnx`` gives in stock onnxruntime, at 2–3.5× float time on CNNs
-(``benchmarks/results/sim_speed.md``). The two differ only where a float summed in another
-order crosses a rounding boundary of the next quantizer.
+(``benchmarks/results/sim_speed.md``). The two differ where a float summed in another
+order crosses a rounding boundary of the next quantizer, and where the device does not round
+(``encodings.unrounded``: the inside of a Conv + HardSwish that HTP v73-v81 fuse, which the
+export still carries as a Q/DQ pair the device needs and ignores); ``exact_session`` is the
+simulation's arithmetic exactly.
 """
 
 from __future__ import annotations
@@ -155,6 +158,7 @@ class QuantizationSimModel:
         self._reference: Any = None
         self._session: Any = None
         self._qdq_session: Any = None
+        self._exact_session: Any = None
 
     # -- calibration -----------------------------------------------------------------------------
 
@@ -191,7 +195,7 @@ class QuantizationSimModel:
                 kind = "params" if name in self.encodings.params else "activations"
                 getattr(fresh, kind)[name] = self.encodings[name]
         self.encodings = fresh
-        self._session = self._qdq_session = None
+        self._session = self._qdq_session = self._exact_session = None
 
     # -- simulation ------------------------------------------------------------------------------
 
@@ -210,8 +214,10 @@ class QuantizationSimModel:
         Built as :mod:`onnxq.sim.fast_session` says: the Q/DQ model's weights and grids on
         onnxruntime's fully optimized float graph, with onnxq's FakeQuantize ops. Its numbers
         differ from :attr:`qdq_session`'s only where a float summed in another order crosses
-        a rounding boundary. Where that path cannot be built here (the reason is warned
-        once), this is :attr:`qdq_session`.
+        a rounding boundary, and where the device does not round (``encodings.unrounded``:
+        a fused Conv + HardSwish on HTP v73-v81, left float here as on the device). Where
+        that path cannot be built here (the reason is warned once), this is
+        :attr:`exact_session`.
         """
         if self._session is None:
             from onnxq.sim.fast_session import fast_simulation  # noqa: PLC0415
@@ -225,7 +231,7 @@ class QuantizationSimModel:
                 warnings.warn(
                     f"simulating with the exact Q/DQ session (slower): {fast}", stacklevel=2
                 )
-                self._session = self.qdq_session
+                self._session = self.exact_session
             else:
                 self._session = fast.session
         return self._session
@@ -237,20 +243,36 @@ class QuantizationSimModel:
         Exactly what ``<prefix>_qdq.onnx`` computes in stock onnxruntime (no fusion into
         integer kernels), at 2–3.5× float time on CNNs.
         """
+        if self._qdq_session is None:
+            self._qdq_session = self._exact(self.qdq_model())
+        return self._qdq_session
+
+    @property
+    def exact_session(self) -> Any:
+        """The simulation's arithmetic exactly: a Q/DQ model, graph optimizations off.
+
+        :attr:`qdq_session` unless ``encodings.unrounded`` names tensors the device does not
+        round; those get no Q/DQ pair here (the export keeps theirs).
+        """
+        if self.encodings is None or not self.encodings.unrounded:
+            return self.qdq_session
+        if self._exact_session is None:
+            from onnxq.export.qdq import to_qdq  # noqa: PLC0415
+
+            self._exact_session = self._exact(to_qdq(self.model, self.encodings.simulated()))
+        return self._exact_session
+
+    def _exact(self, qdq: Any) -> Any:
         import onnxruntime as ort  # noqa: PLC0415
 
-        if self._qdq_session is None:
-            so = ort.SessionOptions()
-            # exactly the encodings' arithmetic: no fusion into integer kernels
-            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-            if self.threads:
-                so.intra_op_num_threads = self.threads
-            # as the fast simulation's session: run beside others, spinning takes their cores
-            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            self._qdq_session = ort.InferenceSession(
-                self.qdq_model().SerializeToString(), so, providers=["CPUExecutionProvider"]
-            )
-        return self._qdq_session
+        so = ort.SessionOptions()
+        # exactly the encodings' arithmetic: no fusion into integer kernels
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        if self.threads:
+            so.intra_op_num_threads = self.threads
+        # as the fast simulation's session: run beside others, spinning takes their cores
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        return ort.InferenceSession(qdq.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
     # -- encodings in and out --------------------------------------------------------------------
 
@@ -274,9 +296,11 @@ class QuantizationSimModel:
             self.encodings = EncodingSet()
         self.encodings.activations.update(loaded.activations)
         self.encodings.params.update(loaded.params)
+        acts = self.encodings.activations
+        self.encodings.unrounded = frozenset(t for t in self.placement.unrounded if t in acts)
         if freeze:
             self._frozen |= set(loaded)
-        self._session = self._qdq_session = None
+        self._session = self._qdq_session = self._exact_session = None
 
     def freeze_encodings(self, names: Iterable[str]) -> None:
         """Keep the current encodings of these tensors through later :meth:`compute_encodings`."""
@@ -311,7 +335,7 @@ class QuantizationSimModel:
 
     def model_changed(self) -> None:
         """Drop the sessions after ``sim.model`` or ``sim.encodings`` were edited in place."""
-        self._session = self._qdq_session = None
+        self._session = self._qdq_session = self._exact_session = None
 
     def set_and_freeze_param_encodings(self, encodings: Any) -> None:
         """Load and freeze the param encodings of a file (activations in it are ignored)."""

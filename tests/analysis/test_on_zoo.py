@@ -1,9 +1,10 @@
 """Sensitivity and mixed precision on orient (PP-LCNet), htp_v73, w4a8, 16 evaluation images.
 
 Measured (2 cores, benchmarks/results/mixed_precision.md): the disable sweep takes about 15 s;
-Conv.8 leaves 22.6 dB of the 15.8 dB model on the table, and promoting it alone to int16 (its
-weight to 8 bits, its output to 16) gains the most of all 75 groups; mixed precision reaches
-38.4 dB with that one group.
+the simulated model gives 37.4 dB on these images (the HTP 37.7 dB: arch 73 fuses each Conv with
+its HardSwish, so the Conv outputs are not rounded, in the simulation either); MatMul.0 leaves
+4.6 dB on the table and promoting it alone to int16 (its weight to 8 bits, its output to 16)
+gains the most of all groups, 4.7 dB.
 """
 
 from __future__ import annotations
@@ -46,14 +47,14 @@ def orient(zoo_model):
 
 def test_the_most_sensitive_group_gains_the_most_when_promoted(orient):
     _, sim, evaluation, sens = orient
-    assert sens.fast and 10 < sens.quantized_score < 20
+    assert sens.fast and 30 < sens.quantized_score < 45
     gains = {}
     for g in sens.groups:
         encodings = promoted_encodings(sim, sens.groups, [g.name], "int16")
         score = evaluation.score(simulation_session(sim.model, encodings, 2))
         gains[g.name] = score - sens.quantized_score
     top = sens.ranking()[0]
-    assert gains[top] == max(gains.values()) and gains[top] > 15
+    assert gains[top] == max(gains.values()) and gains[top] > 3
     # the ranking predicts the promotion: the disable gain is within 2 dB of it, top 5
     for name in sens.ranking()[:5]:
         assert abs(gains[name] - sens.gain(name)) < 2.0, name
@@ -63,8 +64,9 @@ def test_a_reachable_target_is_met_and_a_budget_stops_the_search(orient, zoo_mod
     zm, _, _, sens = orient
     sim = _sim(zm)
     data = list(zm.feeds("eval", 8))[:2]
-    reached = onnxq.apply_mixed_precision(sim, data, target=35.0, sensitivity=sens)
-    assert reached.reached and reached.score_after >= 35.0
+    target = sens.quantized_score + 3.0
+    reached = onnxq.apply_mixed_precision(sim, data, target=target, sensitivity=sens)
+    assert reached.reached and reached.score_after >= target
     assert reached.promoted == [sens.ranking()[0]]
     sim = _sim(zm)
     stopped = onnxq.apply_mixed_precision(sim, data, target=55.0, budget=2, sensitivity=sens)
@@ -79,7 +81,9 @@ def test_a_reachable_target_is_met_and_a_budget_stops_the_search(orient, zoo_mod
 def test_the_promoted_export_runs_whole_on_the_htp_and_agrees(orient, tmp_path, precision):
     zm, _, _, sens = orient
     sim = _sim(zm)
-    promote = sens.ranking()[:3]
+    # the top Conv groups: a promoted final MatMul (8-bit input, 16-bit output) is refused by
+    # the QNN EP (measured: its weight's per-channel DQ left standalone), not yet handled
+    promote = [g for g in sens.ranking() if not g.startswith("MatMul")][:3]
     sim.load_encodings(promoted_encodings(sim, sens.groups, promote, precision), freeze=True)
     sim.export(tmp_path, "m")
     feeds = list(zm.feeds("eval", 1))[:4]
@@ -94,7 +98,7 @@ def test_the_promoted_export_runs_whole_on_the_htp_and_agrees(orient, tmp_path, 
                    for op in g.ops}  # fmt: skip
         assert computing <= set(promote) | readers
     htp = np.concatenate([o[0] for o in run.outputs])
-    simulated = np.concatenate([sim.qdq_session.run(None, f)[0] for f in feeds])
+    simulated = np.concatenate([sim.exact_session.run(None, f)[0] for f in feeds])
     # the softmax output's steps; 16-bit layers put the HTP further from the CPU's arithmetic
     # (measured: 15 steps at most on 8 images with int16, 6 unpromoted; efflite0's w8a16
     # test allows 64)

@@ -120,7 +120,7 @@ def test_fixed_ranges_and_op_overrides_per_version(name):
         assert cfg.op(op).is_output_quantized is False
 
 
-def test_v73_to_v85_differ_only_in_hw_version_and_the_measured_hardswish_floor():
+def test_v73_to_v85_differ_only_in_hw_version_and_the_measured_hardswish_fusion():
     base = load_config("htp_v73").to_dict()
     for v in (75, 79, 81, 85):
         other = load_config(f"htp_v{v}").to_dict()
@@ -131,6 +131,7 @@ def test_v73_to_v85_differ_only_in_hw_version_and_the_measured_hardswish_floor()
             doc["onnxq"].pop("notes")
         if v == 85:  # arch 85 does not fuse Conv + HardSwish (measured)
             b["onnxq"].pop("output_max_floors")
+            b["onnxq"].pop("unrounded_chains")
         assert other == b
 
 
@@ -193,6 +194,18 @@ def test_output_max_floors_are_read_per_htp_version_and_round_trip():
     cfg = load_config("htp_v73")
     assert load_config(cfg.to_dict()).output_max_floors == cfg.output_max_floors
     assert load_config("htp_v73", aimet_compatible=True).output_max_floors == ()
+
+
+def test_unrounded_chains_are_the_fusing_versions_and_round_trip():
+    versions = (66, 68, 69, 73, 75, 79, 81, 85)
+    chains = {v: load_config(f"htp_v{v}").unrounded_chains for v in versions}
+    # measured: arch 73-81 fuse Conv + HardSwish and ignore the Q/DQ between them
+    assert {v for v, c in chains.items() if c} == {73, 75, 79, 81}
+    assert chains[73] == (("Conv", "HardSwish"),)
+    cfg = load_config("htp_v73")
+    assert load_config(cfg.to_dict()).unrounded_chains == cfg.unrounded_chains
+    assert load_config("htp_v73", aimet_compatible=True).unrounded_chains == ()
+    assert load_config("per_channel").unrounded_chains == ()
 
 
 def test_every_htp_config_fixes_hardsigmoid_to_0_1_unless_aimet_compatible():
@@ -316,6 +329,10 @@ _DELETE = object()
         (
             _with(["onnxq"], {"output_max_floors": [{"op_list": [], "max": 3}]}),
             r"onnxq.output_max_floors\[0\].op_list: needs at least 1 op type",
+        ),
+        (
+            _with(["onnxq"], {"unrounded_chains": [{"op_list": ["HardSwish"]}]}),
+            r"onnxq.unrounded_chains\[0\].op_list: needs at least 2 op types",
         ),
         (
             _with(["onnxq"], {"encoding_constraints": {"HardSigmoid": {"max": 1.0}}}),

@@ -257,3 +257,93 @@ def test_a_2_0_0_export_derives_int32_biases(tmp_path):
     np.testing.assert_allclose(np.asarray(bias.scale).ravel(), expected, rtol=1e-6)
     sim.export(tmp_path / "v1", "m", encoding_version="1.0.0")  # 1.0.0: no derived bias
     assert "b" not in onnxq.load_encodings(tmp_path / "v1" / "m.encodings")
+
+
+def _conv_hardswish(second_reader=False):
+    rng = np.random.default_rng(3)
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("HardSwish", ["c"], ["y"]),
+    ]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]
+    if second_reader:  # the Conv output read twice: the device cannot fuse it away
+        nodes.append(helper.make_node("Relu", ["c"], ["r"]))
+        outputs.append(helper.make_tensor_value_info("r", TensorProto.FLOAT, None))
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w"),
+        numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "b"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3, 6, 6])],
+        outputs,
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    model.ir_version = 8
+    return model
+
+
+def _fq(v, enc):
+    """Quantize-dequantize on an 8-bit asymmetric grid, half to even (onnxruntime's rounding)."""
+    scale, offset = float(enc.scale), int(enc.offset)
+    return (np.clip(np.round(v / scale) - offset, 0, 255) + offset) * scale
+
+
+def test_a_conv_hardswish_the_htp_fuses_is_exported_with_its_pair_but_not_rounded(tmp_path):
+    """htp_v73: the Conv output gets an encoding and a Q/DQ pair in the export, the simulation
+    computes the HardSwish from the unrounded Conv output (arch 73 ignores the pair), and the
+    Q/DQ model rounds it; htp_v68 and aimet_compatible round it in the simulation too."""
+    batches = [{"x": np.random.default_rng(4).standard_normal((2, 3, 6, 6)).astype(np.float32)}]
+    sim = onnxq.QuantizationSimModel(_conv_hardswish(), quant_scheme="tf", config_file="htp_v73")
+    sim.compute_encodings(batches)
+    assert sim.placement.unrounded == {"c"} and sim.encodings.unrounded == {"c"}
+    assert "c" in sim.encodings.activations  # still encoded, for the exported pair
+    x = batches[0]["x"]
+    # the independent computation: the Q/DQ model's weights and input, float Conv, HardSwish
+    qdq = sim.qdq_model()
+    conv_only = onnx.ModelProto()
+    conv_only.CopyFrom(qdq)
+    conv_only.graph.output.extend([helper.make_empty_tensor_value_info(t) for t in ("w", "b")])
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    w, b = ort.InferenceSession(conv_only.SerializeToString(), so).run(["w", "b"], {"x": x})
+    xq = _fq(x.astype(np.float64), sim.encodings["x"])
+    conv = np.zeros((2, 8, 6, 6))
+    padded = np.pad(xq, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    for i in range(6):
+        for j in range(6):
+            patch = padded[:, :, i : i + 3, j : j + 3]
+            conv[:, :, i, j] = np.einsum("nchw,ochw->no", patch, w.astype(np.float64)) + b
+
+    def hardswish(v):
+        return v * np.clip(v + 3, 0, 6) / 6
+
+    y = sim.encodings["y"]
+    expected_fused = _fq(hardswish(conv), y)
+    expected_rounded = _fq(hardswish(_fq(conv, sim.encodings["c"])), y)
+    step = float(y.scale)
+    got = sim.session.run(None, {"x": x})[0]
+    exact = sim.qdq_session.run(None, {"x": x})[0]
+    # float32 summation order may cross a rounding boundary: at most one step, rarely
+    assert np.max(np.abs(got - expected_fused)) <= step * 1.001
+    assert np.mean(np.abs(got - expected_fused) > step / 2) < 0.01
+    assert np.mean(np.abs(exact - expected_rounded) > step / 2) < 0.01
+    assert np.mean(np.abs(got - exact) > step / 2) > 0.05  # the two really differ
+    sim.export(tmp_path, "m")
+    exported = onnx.load(str(tmp_path / "m_qdq.onnx"))
+    assert any(n.op_type == "DequantizeLinear" and n.output[0] == "c" for n in exported.graph.node)
+    rounded = ({"config_file": "htp_v68"}, {"config_file": "htp_v73", "aimet_compatible": True})
+    for kwargs in rounded:
+        other = onnxq.QuantizationSimModel(_conv_hardswish(), quant_scheme="tf", **kwargs)
+        other.compute_encodings(batches)
+        assert other.placement.unrounded == frozenset()
+        np.testing.assert_array_equal(
+            other.session.run(None, {"x": x})[0], other.qdq_session.run(None, {"x": x})[0]
+        )
+
+
+def test_a_conv_output_read_twice_is_rounded_for_every_reader():
+    sim = onnxq.QuantizationSimModel(_conv_hardswish(True), config_file="htp_v73")
+    assert sim.placement.unrounded == frozenset()

@@ -51,14 +51,18 @@ def test_efflite0_htp_v73_runs_whole_and_matches_the_simulation(
 
 
 @pytest.mark.parametrize(
-    ("act_bw", "max_steps", "min_htp_db"),
-    [(8, 2, 45.0), (16, 64, 60.0)],  # measured on 16 images: 1 / 46.7 dB and 22 / 62.6 dB
+    ("act_bw", "max_steps", "min_htp_db", "max_db_apart"),
+    # measured on 16 images: 1 step, HTP 47.3 dB, simulation 46.9 dB (w8a8); 22 steps, HTP
+    # 62.6 dB, simulation 64.6 dB (w8a16)
+    [(8, 1, 45.0, 1.0), (16, 64, 60.0, 3.0)],
 )
 def test_orient_htp_v73_matches_the_simulation_with_the_hardswish_floor(
-    tmp_path, act_bw, max_steps, min_htp_db
+    tmp_path, act_bw, max_steps, min_htp_db, max_db_apart
 ):
     # the head's Conv -> HardSwish reaches only 0.61: without its floor of 3, arch 73's fused
-    # kernel put the HTP 3 steps (w8a8) and 169 steps (w8a16) from the simulation, 42.8 and 55.4 dB
+    # kernel put the HTP 3 steps (w8a8) and 169 steps (w8a16) from the simulation, 42.8 and 55.4 dB.
+    # The 28 Conv outputs the HTP fuses into their HardSwish are not rounded in the simulation:
+    # rounded, it was 2 steps and 1.8 dB from the HTP at w8a8
     import onnx  # noqa: PLC0415
 
     from benchmarks import zoo  # noqa: PLC0415
@@ -84,6 +88,8 @@ def test_orient_htp_v73_matches_the_simulation_with_the_hardswish_floor(
     steps = np.abs(sim_out - htp_out) / float(sim.encodings.activations[name].scale)
     assert steps.max() <= max_steps + 1e-3
     assert _sqnr(htp_out, ref) >= min_htp_db
+    assert abs(_sqnr(sim_out, ref) - _sqnr(htp_out, ref)) < max_db_apart
+    assert len(sim.placement.unrounded) == 28
 
 
 def test_the_unit_the_htp_gets_wrong_is_found_in_orient_without_the_floor():

@@ -85,8 +85,10 @@ def test_efflite0_fast_session_is_the_exact_simulation_up_to_summation_order():
     assert d.max() <= 1.01 and np.mean(d > 0) < 1e-4  # measured 9 of 3.2 M
 
 
-# measured: 36 chains on ppocr_cls (its decomposed HardSwish and HardSigmoid), 33 on orient
-@pytest.mark.parametrize(("name", "chains"), [("ppocr_cls", 36), ("orient", 33)])
+# measured: 36 chains on ppocr_cls (its decomposed HardSwish and HardSigmoid), 5 on orient
+# (its 28 Conv -> HardSwish outputs are not rounded at htp_v73, so those HardSwish have no
+# fake-quantization in front to chain with)
+@pytest.mark.parametrize(("name", "chains"), [("ppocr_cls", 36), ("orient", 5)])
 def test_fused_chains_change_no_value_of_the_fast_session(zoo_model, name, chains):
     import onnx  # noqa: PLC0415
 
@@ -123,3 +125,26 @@ def test_minilm_attention_masks_keep_the_scores_at_w8a16(zoo_model):
         assert _sqnr(out, ref) >= 30.0, name
     metrics = zm.evaluate(zm.collect(dict(zip(names, o, strict=True)) for o in outs))
     assert metrics["cosine_mean"] >= 0.999
+
+
+@pytest.mark.parametrize("act_bw", [8, 16])
+def test_orient_qdq_model_stays_within_a_step_of_the_unrounded_simulation(zoo_model, act_bw):
+    """htp_v73 leaves orient's 28 fused Conv -> HardSwish outputs unrounded, as arch 73 does;
+    the exported Q/DQ model rounds them and still lands within 1 output step (measured: max 1,
+    mean 0.19 at w8a8 and 0.27 at w8a16 on 16 images)."""
+    import onnx  # noqa: PLC0415
+
+    zm = zoo_model("orient")
+    model = onnxq.fold_all_batch_norms(onnx.load(str(zm.model_path))).model
+    sim = onnxq.QuantizationSimModel(model, config_file="htp_v73", default_output_bw=act_bw)
+    sim.compute_encodings(list(zm.feeds("calib", 8))[:8])
+    assert len(sim.encodings.unrounded) == 28
+    assert all(t in sim.encodings.activations for t in sim.encodings.unrounded)
+    name = sim.session.get_outputs()[0].name
+    step = float(sim.encodings.activations[name].scale)
+    diffs = [
+        np.abs(sim.session.run([name], f)[0] - sim.qdq_session.run([name], f)[0]) / step
+        for f in list(zm.feeds("eval", 8))[:2]
+    ]
+    d = np.concatenate([x.ravel() for x in diffs])
+    assert d.max() <= 1.001 and d.mean() > 0.01  # they differ, by rounding steps only
