@@ -50,7 +50,10 @@ def test_config_commands(capsys, tmp_path):
     assert "onnxq extensions: depthwise Convs start supergroups, supergroups Conv+Relu; " in out
     assert main(["config", "show", "htp_v73"]) == 0
     shown = capsys.readouterr().out
-    assert "Conv+HardSwish output max >= 3, HardSigmoid output fixed to [0, 1]\n" in shown
+    assert (
+        "Conv+HardSwish output max >= 3, Conv+HardSwish inner outputs exported, not simulated "
+        "(fused on the device), HardSigmoid output fixed to [0, 1]\n"
+    ) in shown
     assert main(["config", "show", "htp_v73", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["defaults"]["hw_version"] == "V73"
     bad = tmp_path / "bad.json"
