@@ -30,6 +30,8 @@ from onnxq.export.encodings_file import EncodingSet, encodings_from_dict
 
 __all__ = ["SplitQdq", "is_qdq_model", "split_qdq"]
 
+_INT4 = ("int4", "uint4")
+
 
 @dataclass
 class SplitQdq:
@@ -66,7 +68,8 @@ def _entry(name: str, node: Any, consts: dict[str, np.ndarray]) -> dict[str, Any
         dtype = "uint8"
         zp_values = np.zeros(scale.shape, np.int64)
     else:
-        dtype = str(zp.dtype) if zp.dtype.kind in "iu" else None
+        # int4/uint4 arrive as ml_dtypes' 4-bit types, whose kind is "V", not "i"/"u"
+        dtype = str(zp.dtype) if zp.dtype.kind in "iu" or str(zp.dtype) in _INT4 else None
         if dtype is None:  # a float8 or float zero point: not an integer grid
             return None
         zp_values = zp.astype(np.int64)

@@ -421,6 +421,26 @@ def test_split_of_onnxq_export_gives_back_the_sims_encodings():
         np.testing.assert_array_equal(inits[name], original[name])
 
 
+def test_int4_weights_are_taken_apart_like_int8_ones():
+    """onnx stores int4 as ml_dtypes' 4-bit type (numpy kind "V"): still an integer grid."""
+    model = conv_relu_conv_gemm()
+    sim = onnxq.QuantizationSimModel(model, config_file="htp_v73", default_param_bw=4)
+    sim.compute_encodings(_small_feeds())
+    qdq = sim.qdq_model()
+    dqs = [n for n in qdq.graph.node if n.op_type == "DequantizeLinear" and n.output[0] == "w1"]
+    assert _inits(qdq)[dqs[0].input[0]].dtype.name == "int4"  # the case this test is about
+    split = split_qdq(qdq)
+    assert split.left_in_place == []
+    assert sorted(split.encodings.params) == ["w1", "w2", "w3"]
+    for name in ("w1", "w2", "w3"):
+        _assert_same_encoding(split.encodings[name], sim.encodings.params[name], name)
+        assert split.encodings[name].bitwidth == 4
+    w = _inits(model)["w1"].astype(np.float64)
+    s = sim.encodings.params["w1"].scale.reshape(-1, 1, 1, 1)
+    want = np.clip(np.rint(w / s), -8, 7) * s
+    np.testing.assert_allclose(_inits(split.model)["w1"], want, rtol=1e-6, atol=1e-9)
+
+
 @pytest.mark.zoo
 def test_split_of_efflite0_export_gives_back_the_sims_encodings(zoo_model):
     m = zoo_model("efflite0")
