@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-__all__ = ["Finding", "verify_encodings"]
+__all__ = ["Finding", "placement_for", "verify_encodings"]
 
 _HTP_BITWIDTHS = {4, 8, 16, 32}
 
@@ -59,22 +59,13 @@ def verify_encodings(
     """Check ``encodings`` (an :class:`~onnxq.export.encodings_file.EncodingSet`) against
     ``model`` (float, with its weights as initializers) and ``config`` (alias, path or
     :class:`~onnxq.sim.hwconfig.HardwareConfig`)."""
-    from onnxq.sim.placement import place_quantizers  # noqa: PLC0415
-
     found: list[Finding] = []
     names = _tensor_names(model)
     for name in encodings:
         if name not in names:
             found.append(Finding("error", name, "no tensor of this name in the model"))
     shapes = {t.name: tuple(t.dims) for t in model.graph.initializer}
-    # the hardware rules depend on the bitwidths (a 16-bit MatMul input on V73+, ...): place
-    # with the ones asked for, else with the ones most of the encodings use
-    placement = place_quantizers(
-        model,
-        config,
-        param_bw=param_bw or _usual_bitwidth(encodings.params.values(), 8),
-        activation_bw=act_bw or _usual_bitwidth(encodings.activations.values(), 8),
-    )
+    placement = placement_for(model, encodings, config, param_bw=param_bw, act_bw=act_bw)
     for q in placement.enabled():
         root = placement.root(q.tensor)
         enc = encodings.params.get(q.tensor) if q.kind == "param" else None
@@ -96,6 +87,30 @@ def verify_encodings(
             continue
         found.extend(_check_one(q, root, enc, shapes.get(q.tensor), param_bw, act_bw))
     return found
+
+
+def placement_for(
+    model: Any,
+    encodings: Any,
+    config: Any,
+    *,
+    param_bw: int | None = None,
+    act_bw: int | None = None,
+) -> Any:
+    """The :class:`~onnxq.sim.placement.Placement` ``config`` gives ``model`` at the
+    bitwidths of ``encodings``: the one :func:`verify_encodings` judges them against.
+
+    The hardware rules depend on the bitwidths (a 16-bit MatMul input on V73+, ...): placed
+    with the ones asked for, else with the ones most of the encodings use.
+    """
+    from onnxq.sim.placement import place_quantizers  # noqa: PLC0415
+
+    return place_quantizers(
+        model,
+        config,
+        param_bw=param_bw or _usual_bitwidth(encodings.params.values(), 8),
+        activation_bw=act_bw or _usual_bitwidth(encodings.activations.values(), 8),
+    )
 
 
 def _usual_bitwidth(encs: Iterable[Any], default: int) -> int:

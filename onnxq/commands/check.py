@@ -151,10 +151,12 @@ def _print_summary(report: dict[str, Any]) -> None:
         f"{c['encodings']['params']} params; {c['errors']} error(s), {c['warnings']} warning(s)",
         file=out,
     )
+    from onnxq.pipeline.sections import qdq_figure_text  # noqa: PLC0415
+
     for o in report.get("outputs", []):
         sq = "identical" if o["sqnr_db"] is None else f"{o['sqnr_db']:.2f} dB"
         mark = "ok" if o["passed"] else "FAIL"
-        print(f"  output {o['name']}: SQNR {sq} [{mark}]", file=out)
+        print(f"  output {o['name']}: SQNR {sq} [{mark}]{qdq_figure_text(o)}", file=out)
     flagged = [r for r in report.get("layers", []) if r["flagged"]]
     if flagged:
         names = ", ".join(f"{r['tensor']} {r['sqnr_db']} dB" for r in flagged[:3])

@@ -201,9 +201,15 @@ def _print_summary(report: dict[str, Any], outdir: Path) -> None:
         f"{', RANDOM' if d['is_random'] else ''}); evaluation on {d['num_eval_samples']}",
         file=out,
     )
+    from onnxq.pipeline.sections import qdq_figure_text  # noqa: PLC0415
+
     for o in report["outputs"]:
         sq = "identical" if o["sqnr_db"] is None else f"{o['sqnr_db']:.2f} dB"
-        print(f"  output {o['name']}: SQNR {sq} (max |error| {o['max_abs_error']:.4g})", file=out)
+        print(
+            f"  output {o['name']}: SQNR {sq} (max |error| {o['max_abs_error']:.4g})"
+            f"{qdq_figure_text(o)}",
+            file=out,
+        )
     ranked = sorted(
         (r for r in report["layers"] if r["sqnr_db"] is not None), key=lambda r: r["sqnr_db"]
     )

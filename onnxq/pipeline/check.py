@@ -6,7 +6,9 @@ Gates, in order (each failure is listed in the report's ``failures``):
    (:mod:`onnxq.check.consistency`); any error fails, and the numeric gates are skipped
    when an encoding names a tensor the model lacks;
 2. **outputs**: every model output's SQNR, quantized against float on the data, is at least
-   ``min_output_sqnr`` dB;
+   ``min_output_sqnr`` dB. Quantized is the simulation for ``config``: a pair the config's
+   device ignores (a Conv + HardSwish fused on HTP v73-v81, ``unrounded``) is left out, and
+   the Q/DQ model as a stock runtime runs it is reported beside (``qdq_sqnr_db``);
 3. **layers**: layer outputs below ``layer_threshold`` dB are flagged; with
    ``fail_on_layers`` a flagged layer fails the gate;
 4. **device** (``htp_arch``): the Q/DQ model runs on onnxruntime-qnn's emulated HTP; a node
@@ -64,7 +66,7 @@ def run_check(
     float_model_path: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run the gates on a quantized model; returns the report (``status`` pass or fail)."""
-    from onnxq.check.consistency import verify_encodings  # noqa: PLC0415
+    from onnxq.check.consistency import placement_for, verify_encodings  # noqa: PLC0415
     from onnxq.check.qdq_model import is_qdq_model, split_qdq  # noqa: PLC0415
     from onnxq.export.encodings_file import load_encodings  # noqa: PLC0415
     from onnxq.export.qdq import to_qdq  # noqa: PLC0415
@@ -149,11 +151,22 @@ def run_check(
         if float_model_path is not None:
             reference = load_model(float_model_path)
             _same_io(reference, qdq, Path(float_model_path), path)
+        # the gates predict the device: pairs it ignores (a Conv + HardSwish the config's
+        # HTP fuses unrounded) are left out of the scored model, as in the simulation
+        placement = placement_for(
+            float_model, encodings, opts.config, param_bw=opts.param_bw, act_bw=opts.act_bw
+        )
+        encodings.unrounded = frozenset(
+            t for t in placement.unrounded if t in encodings.activations
+        )
+        unrounded = sorted(encodings.unrounded)
+        scored = to_qdq(float_model, encodings.simulated()) if unrounded else qdq
         started = time.perf_counter()
-        cmp = _compare(reference, qdq, float_model, data, encodings, opts)
-        timings["evaluation"] = time.perf_counter() - started
+        cmp = _compare(reference, scored, float_model, data, encodings, opts)
         enc = dict(encodings.activations)
         report["outputs"] = sections.outputs_section(cmp, opts.min_output_sqnr)
+        sections.add_qdq_figures(report, unrounded, reference, qdq, data.batches, opts.threads)
+        timings["evaluation"] = time.perf_counter() - started
         report["layers"] = sections.layers_section(reference, cmp, enc, opts.layer_threshold)
         report["threshold_layer_db"] = opts.layer_threshold
         report["worst_layers"] = sections.worst_layers(reference, cmp, enc)

@@ -184,19 +184,24 @@ def quantize_to_folder(
         started = time.perf_counter()
         encodings = dict(sim.encodings.activations) if sim.encodings else {}
         qdq = load_model(staging / f"{prefix}_qdq.onnx")
+        unrounded = sorted(sim.encodings.unrounded) if sim.encodings else []
+        # the figures predict the device: where it ignores an exported pair (a fused
+        # Conv + HardSwish on HTP v73+), score the simulation's arithmetic, not the export's
+        scored = sim.simulated_model() if unrounded else qdq
         floats = float_tensors(prepared)
         layer_names = [t for t in encodings if t in floats]
         cmp = compare_models(
             prepared,
-            qdq,
+            scored,
             evaluation.batches,
             layer_names,
             histograms_of=lambda c: sections.worst(c, 5),
             threads=opts.threads,
             progress=lambda it, label: progress(it, label, evaluation.num_batches),
         )
-        timings["evaluation"] = time.perf_counter() - started
         report["outputs"] = sections.outputs_section(cmp, None)
+        sections.add_qdq_figures(report, unrounded, prepared, qdq, evaluation.batches, opts.threads)
+        timings["evaluation"] = time.perf_counter() - started
         report["layers"] = sections.layers_section(
             prepared, cmp, encodings, opts.layer_threshold_db
         )

@@ -100,6 +100,36 @@ def outputs_section(cmp: Comparison, threshold_db: float | None) -> list[dict[st
     return out
 
 
+def add_qdq_figures(
+    report: dict[str, Any],
+    unrounded: Sequence[str],
+    reference: Any,
+    qdq: Any,
+    batches: Any,
+    threads: int | None = None,
+) -> None:
+    """Record ``unrounded`` and, when it names tensors, add ``qdq_sqnr_db`` to the report's
+    outputs: ``qdq`` (the Q/DQ model as exported) against ``reference`` on a stock runtime,
+    which rounds the pairs the device ignores; the outputs' own figures are the simulation's."""
+    from onnxq.pipeline.compare import compare_models  # noqa: PLC0415
+
+    report["unrounded"] = list(unrounded)
+    if not unrounded:
+        return
+    stats = {s.name: s for s in compare_models(reference, qdq, batches, threads=threads).outputs}
+    for row in report["outputs"]:
+        s = stats.get(row["name"])
+        row["qdq_sqnr_db"] = db(s.sqnr_db) if s is not None and s.count else None
+
+
+def qdq_figure_text(row: dict[str, Any]) -> str:
+    """``"; the Q/DQ model on a stock runtime: N dB"`` for a row with ``qdq_sqnr_db``."""
+    if "qdq_sqnr_db" not in row:
+        return ""
+    v = row["qdq_sqnr_db"]
+    return f"; the Q/DQ model on a stock runtime: {'identical' if v is None else f'{v:.2f} dB'}"
+
+
 def _encoding_dict(enc: Any) -> dict[str, Any] | None:
     if enc is None or enc.dtype == "float" or enc.scale is None:
         return None

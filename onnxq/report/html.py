@@ -386,18 +386,27 @@ def _outputs(report: Mapping[str, Any]) -> str:
     outputs = [_map(o) for o in _seq(report.get("outputs"))]
     if not outputs:
         return ""
+    unrounded = list(_seq(report.get("unrounded")))
     rows = (
         f"<tr><td><code>{_e(o.get('name', ''))}</code></td>{_db_cell(o.get('sqnr_db'))}"
-        f"{_db_cell(o.get('threshold_db')) if o.get('threshold_db') is not None else '<td>—</td>'}"
-        f"{_num_cell(o.get('max_abs_error'))}<td>{_pass_tag(o.get('passed'))}</td></tr>"
+        + (_db_cell(o.get("qdq_sqnr_db")) if unrounded else "")
+        + (_db_cell(o.get("threshold_db")) if o.get("threshold_db") is not None else "<td>—</td>")
+        + f"{_num_cell(o.get('max_abs_error'))}<td>{_pass_tag(o.get('passed'))}</td></tr>"
         for o in outputs
     )
-    table = _table(
-        ["output", "SQNR (dB)", "threshold (dB)", "max |error|", "result"],
-        rows,
-        numeric={1, 2, 3},
-    )
+    head = ["output", "SQNR (dB)", "threshold (dB)", "max |error|", "result"]
+    if unrounded:
+        head.insert(2, "Q/DQ on CPU (dB)")
+    table = _table(head, rows, numeric=set(range(1, len(head) - 1)))
     note = "Quantized against float outputs on the evaluation samples."
+    if unrounded:
+        note += (
+            f" SQNR is the simulation's: the device does not round {len(unrounded)} tensor(s) "
+            "inside the chains it fuses (the config's onnxq.unrounded_chains: Conv + "
+            "HardSwish on HTP v73-v81), and neither does the simulation. The exported Q/DQ "
+            "model keeps their pairs, which the device needs; a stock runtime rounds there, "
+            "which gives the Q/DQ on CPU figure."
+        )
     return _section("outputs", "Model outputs", table, note)
 
 

@@ -207,6 +207,19 @@ class QuantizationSimModel:
             raise InvalidInputError("no encodings yet: call compute_encodings or load_encodings")
         return to_qdq(self.model, self.encodings)
 
+    def simulated_model(self) -> Any:
+        """The simulation's arithmetic as a standard Q/DQ model, tensor names unchanged.
+
+        :meth:`qdq_model` without the pairs the device ignores (``encodings.unrounded``): what
+        :attr:`exact_session` runs, and what a report scores to predict the device. The same
+        as :meth:`qdq_model` when the config fuses nothing unrounded.
+        """
+        from onnxq.export.qdq import to_qdq  # noqa: PLC0415
+
+        if self.encodings is None:
+            raise InvalidInputError("no encodings yet: call compute_encodings or load_encodings")
+        return to_qdq(self.model, self.encodings.simulated())
+
     @property
     def session(self) -> Any:
         """An onnxruntime session of the simulated model, at about float speed.
@@ -257,9 +270,7 @@ class QuantizationSimModel:
         if self.encodings is None or not self.encodings.unrounded:
             return self.qdq_session
         if self._exact_session is None:
-            from onnxq.export.qdq import to_qdq  # noqa: PLC0415
-
-            self._exact_session = self._exact(to_qdq(self.model, self.encodings.simulated()))
+            self._exact_session = self._exact(self.simulated_model())
         return self._exact_session
 
     def _exact(self, qdq: Any) -> Any:

@@ -12,6 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import onnxq
 from onnxq.errors import InvalidInputError
+from tests.conftest import conv_hardswish_model
 
 
 def _model(bn=False):
@@ -259,32 +260,6 @@ def test_a_2_0_0_export_derives_int32_biases(tmp_path):
     assert "b" not in onnxq.load_encodings(tmp_path / "v1" / "m.encodings")
 
 
-def _conv_hardswish(second_reader=False):
-    rng = np.random.default_rng(3)
-    nodes = [
-        helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
-        helper.make_node("HardSwish", ["c"], ["y"]),
-    ]
-    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]
-    if second_reader:  # the Conv output read twice: the device cannot fuse it away
-        nodes.append(helper.make_node("Relu", ["c"], ["r"]))
-        outputs.append(helper.make_tensor_value_info("r", TensorProto.FLOAT, None))
-    inits = [
-        numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w"),
-        numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "b"),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3, 6, 6])],
-        outputs,
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
-    model.ir_version = 8
-    return model
-
-
 def _fq(v, enc):
     """Quantize-dequantize on an 8-bit asymmetric grid, half to even (onnxruntime's rounding)."""
     scale, offset = float(enc.scale), int(enc.offset)
@@ -296,7 +271,9 @@ def test_a_conv_hardswish_the_htp_fuses_is_exported_with_its_pair_but_not_rounde
     computes the HardSwish from the unrounded Conv output (arch 73 ignores the pair), and the
     Q/DQ model rounds it; htp_v68 and aimet_compatible round it in the simulation too."""
     batches = [{"x": np.random.default_rng(4).standard_normal((2, 3, 6, 6)).astype(np.float32)}]
-    sim = onnxq.QuantizationSimModel(_conv_hardswish(), quant_scheme="tf", config_file="htp_v73")
+    sim = onnxq.QuantizationSimModel(
+        conv_hardswish_model(), quant_scheme="tf", config_file="htp_v73"
+    )
     sim.compute_encodings(batches)
     assert sim.placement.unrounded == {"c"} and sim.encodings.unrounded == {"c"}
     assert "c" in sim.encodings.activations  # still encoded, for the exported pair
@@ -336,7 +313,7 @@ def test_a_conv_hardswish_the_htp_fuses_is_exported_with_its_pair_but_not_rounde
     assert any(n.op_type == "DequantizeLinear" and n.output[0] == "c" for n in exported.graph.node)
     rounded = ({"config_file": "htp_v68"}, {"config_file": "htp_v73", "aimet_compatible": True})
     for kwargs in rounded:
-        other = onnxq.QuantizationSimModel(_conv_hardswish(), quant_scheme="tf", **kwargs)
+        other = onnxq.QuantizationSimModel(conv_hardswish_model(), quant_scheme="tf", **kwargs)
         other.compute_encodings(batches)
         assert other.placement.unrounded == frozenset()
         np.testing.assert_array_equal(
@@ -345,5 +322,5 @@ def test_a_conv_hardswish_the_htp_fuses_is_exported_with_its_pair_but_not_rounde
 
 
 def test_a_conv_output_read_twice_is_rounded_for_every_reader():
-    sim = onnxq.QuantizationSimModel(_conv_hardswish(True), config_file="htp_v73")
+    sim = onnxq.QuantizationSimModel(conv_hardswish_model(True), config_file="htp_v73")
     assert sim.placement.unrounded == frozenset()
