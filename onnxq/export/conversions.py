@@ -14,8 +14,11 @@ Rules (a *grid* is a tensor's integer encoding as
 
 1. an op with an integer output grid reads every activation input (an op output or graph
    input, not a parameter or constant) whose integer grid has another bitwidth through a
-   conversion: a DequantizeLinear of its own, whose only reader is a QuantizeLinear →
-   DequantizeLinear pair on the input's range at the op's bitwidth (:func:`rescaled`).
+   conversion. A layer (Conv, Gemm, MatMul) whose output has no grid and only one reader
+   (inside a supergroup: a MatMul before its bias Add, which onnxruntime fuses into one Gemm
+   unit) has the grid its chain ends on. The conversion is a DequantizeLinear of its own,
+   whose only reader is a QuantizeLinear → DequantizeLinear pair on the input's range at the
+   op's bitwidth (:func:`rescaled`).
    onnxruntime-qnn fuses that DequantizeLinear → QuantizeLinear into a QNN ``Convert``. The
    readers of one tensor at one bitwidth share one conversion. Between nested grids (the 8-bit
    grid is every 257th point of the 16-bit grid of the same range) a conversion is exact:
@@ -119,9 +122,29 @@ def find_conversions(model: Any, encodings: EncodingSet) -> Conversions:
     sources = produced | {i.name for i in model.graph.input}
     found: dict[tuple[str, str], tuple[Encoding, list[tuple[str, int]]]] = {}
     float16_first: set[str] = set()
-    for node in model.graph.node:
+    readers: dict[str, list[Any]] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    graph_outputs = {o.name for o in model.graph.output}
+
+    def output_grid(node: Any, depth: int = 0) -> Encoding | None:
+        """The node's output grid, or for a layer its fused chain's: a layer output without
+        a grid read by one op only (a MatMul before its bias Add, which onnxruntime fuses
+        into one Gemm unit) takes the grid the chain ends on."""
         out = next((grids[o] for o in node.output if o in grids), None)
-        if out is None or not node.output:
+        if out is not None or depth > 4 or len(node.output) != 1:
+            return out
+        if depth == 0 and node.op_type not in _WEIGHT_SLOT:
+            return None
+        rs = readers.get(node.output[0], [])
+        if len(rs) != 1 or node.output[0] in graph_outputs:
+            return None
+        return output_grid(rs[0], depth + 1)
+
+    for node in model.graph.node:
+        out = output_grid(node) if node.output else None
+        if out is None:
             continue
         slot = _WEIGHT_SLOT.get(node.op_type)
         if slot is not None and len(node.input) > slot:

@@ -122,6 +122,49 @@ def test_a_16_bit_tensor_read_by_an_8_bit_op_is_its_8_bit_quantization():
     np.testing.assert_array_equal(y_mixed, y_base)
 
 
+def test_a_matmul_inside_its_bias_add_reads_its_input_on_the_adds_type():
+    """``x → MatMul → m → Add(bias) → y``: htp_v73 leaves ``m`` unquantized (the MatMul + Add
+    supergroup), and onnxruntime fuses the two into one Gemm unit, so a 16-bit ``y`` makes the
+    MatMul read the 8-bit ``x`` at 16 bits (without it the QNN EP rejected the weight's
+    per-channel DequantizeLinear, orient's promoted head)."""
+    import onnxq  # noqa: PLC0415
+
+    rng = np.random.default_rng(3)
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w"], ["m"], name="matmul"),
+            helper.make_node("Add", ["m", "bias"], ["y"], name="add"),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+        [
+            numpy_helper.from_array(rng.standard_normal((6, 3)).astype(np.float32), "w"),
+            numpy_helper.from_array(rng.standard_normal(3).astype(np.float32), "bias"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.standard_normal((2, 6)).astype(np.float32)
+    sim = onnxq.QuantizationSimModel(model, quant_scheme="tf", config_file="htp_v73")
+    sim.compute_encodings([{"x": x}])
+    assert "m" not in sim.encodings.activations  # inside the supergroup
+    enc = EncodingSet(dict(sim.encodings.activations), dict(sim.encodings.params))
+    enc.activations["y"] = rescaled(enc.activations["y"], 16)
+    conv = find_conversions(model, enc)
+    assert {c.name: c.readers for c in conv.converted} == {"x_as_uint16": (("m", 0),)}
+    qdq = to_qdq(model, enc)
+    assert next(n for n in qdq.graph.node if n.name == "matmul").input[0] == "x_as_uint16"
+    # exact: the 16-bit model's y is the 8-bit-input MatMul's, on y's 16-bit grid
+    base = to_qdq(model, EncodingSet(dict(sim.encodings.activations), dict(sim.encodings.params)))
+    (m8,) = _run(base, x, ["m"])
+    want = enc.activations["y"].quantize_dequantize(
+        m8.astype(np.float64) + numpy_helper.to_array(graph.initializer[1])
+    )
+    np.testing.assert_allclose(
+        _run(qdq, x, ["y"])[0], want, atol=float(enc.activations["y"].scale) * 1.001
+    )
+
+
 def test_a_float16_layer_rounds_its_integer_output_to_float16_before_its_q():
     model = _conv_add_model()
     enc, _ = _encodings(model, {})
