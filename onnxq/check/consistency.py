@@ -55,17 +55,20 @@ def verify_encodings(
     *,
     param_bw: int | None = None,
     act_bw: int | None = None,
+    placement: Any = None,
 ) -> list[Finding]:
     """Check ``encodings`` (an :class:`~onnxq.export.encodings_file.EncodingSet`) against
     ``model`` (float, with its weights as initializers) and ``config`` (alias, path or
-    :class:`~onnxq.sim.hwconfig.HardwareConfig`)."""
+    :class:`~onnxq.sim.hwconfig.HardwareConfig`). ``placement``: :func:`placement_for`'s,
+    when the caller already has it."""
     found: list[Finding] = []
     names = _tensor_names(model)
     for name in encodings:
         if name not in names:
             found.append(Finding("error", name, "no tensor of this name in the model"))
     shapes = {t.name: tuple(t.dims) for t in model.graph.initializer}
-    placement = placement_for(model, encodings, config, param_bw=param_bw, act_bw=act_bw)
+    if placement is None:
+        placement = placement_for(model, encodings, config, param_bw=param_bw, act_bw=act_bw)
     for q in placement.enabled():
         root = placement.root(q.tensor)
         enc = encodings.params.get(q.tensor) if q.kind == "param" else None

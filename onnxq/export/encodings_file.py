@@ -29,7 +29,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -102,6 +102,10 @@ class EncodingSet:
     def __iter__(self) -> Iterator[str]:
         yield from self.activations
         yield from self.params
+
+    def mark_unrounded(self, tensors: Iterable[str]) -> None:
+        """Set :attr:`unrounded` to those of ``tensors`` (a placement's) that are encoded here."""
+        self.unrounded = frozenset(t for t in tensors if t in self.activations)
 
     def simulated(self) -> EncodingSet:
         """The encodings the device applies: without the ``unrounded`` activations.

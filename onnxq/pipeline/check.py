@@ -125,8 +125,16 @@ def run_check(
         float_model = model
         encodings = load_encodings(encodings_path).resolve_layouts(model)
         qdq = None
-    findings = verify_encodings(
+    placement = placement_for(
         float_model, encodings, opts.config, param_bw=opts.param_bw, act_bw=opts.act_bw
+    )
+    findings = verify_encodings(
+        float_model,
+        encodings,
+        opts.config,
+        param_bw=opts.param_bw,
+        act_bw=opts.act_bw,
+        placement=placement,
     )
     errors = [f for f in findings if f.severity == "error"]
     report["consistency"] = {
@@ -153,12 +161,7 @@ def run_check(
             _same_io(reference, qdq, Path(float_model_path), path)
         # the gates predict the device: pairs it ignores (a Conv + HardSwish the config's
         # HTP fuses unrounded) are left out of the scored model, as in the simulation
-        placement = placement_for(
-            float_model, encodings, opts.config, param_bw=opts.param_bw, act_bw=opts.act_bw
-        )
-        encodings.unrounded = frozenset(
-            t for t in placement.unrounded if t in encodings.activations
-        )
+        encodings.mark_unrounded(placement.unrounded)
         unrounded = sorted(encodings.unrounded)
         scored = to_qdq(float_model, encodings.simulated()) if unrounded else qdq
         started = time.perf_counter()

@@ -377,5 +377,5 @@ def compute_encodings(
         if root is not q and root.tensor in out.activations:
             out.activations[q.tensor] = out.activations[root.tensor]
     adjust_weight_scales(model, out, values, placement.aimet_compatible)
-    out.unrounded = frozenset(t for t in placement.unrounded if t in out.activations)
+    out.mark_unrounded(placement.unrounded)
     return out

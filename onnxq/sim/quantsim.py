@@ -307,8 +307,7 @@ class QuantizationSimModel:
             self.encodings = EncodingSet()
         self.encodings.activations.update(loaded.activations)
         self.encodings.params.update(loaded.params)
-        acts = self.encodings.activations
-        self.encodings.unrounded = frozenset(t for t in self.placement.unrounded if t in acts)
+        self.encodings.mark_unrounded(self.placement.unrounded)
         if freeze:
             self._frozen |= set(loaded)
         self._session = self._qdq_session = self._exact_session = None
