@@ -24,7 +24,12 @@ Rules:
   mask's maximum (when positive) and by ``MASK_MARGIN`` (20) below, not down to ``-3.4e38``. Masked
   positions then saturate 20 below every score, so a softmax gives each at most
   ``e^-20 ≈ 2e-9``, while the scores keep a fine grid: on minilm at w8a16 the output SQNR
-  went from 3.4 to 32.5 dB (an int16 step of ``5e33`` had rounded every score to 0);
+  went from 3.4 to 32.5 dB (an int16 step of ``5e33`` had rounded every score to 0). The
+  mask's own quantizer, when only masked Adds read it (through value-preserving ops), ranges
+  from ``0`` (or its maximum) down to ``scores_min - scores_max - MASK_MARGIN`` of its
+  lowest-ranged Add: the simulation is unchanged (any score on its grid plus that saturates
+  at the Add's minimum), and integer kernels can requantize it (onnxruntime's QLinearAdd
+  missed the Q/DQ arithmetic by up to 229 steps on minilm with a mask step of ``1e36``);
 - a config's ``onnxq.output_max_floors`` (HTP v73-v81: Conv + HardSwish, 3.0) raises the
   maximum of a fused chain's output encoding to the floor, on the output's own grid
   (``min`` kept), where calibration gave less;
@@ -175,6 +180,10 @@ def _encode_masked_adds(
             return float("nan")  # neither a mask nor scores: never matched
         return float(np.min(enc.min))
 
+    # the mask's own quantizer: the tensor whose encoding object a mask input carries
+    source = {id(e): n for n, e in acts.items() if n in roots}
+    mask_low: dict[str, float] = {}  # mask source -> the highest level it may saturate at
+    matched: set[str] = set()  # the masked Adds
     for node in model.graph.node:
         name = node.output[0] if node.output else ""
         if node.op_type != "Add" or name not in roots or name not in acts:
@@ -187,11 +196,60 @@ def _encode_masked_adds(
         scores = [i for i in node.input if low(i) > MASK_LEVEL]  # NaN is neither
         if len(masks) != 1 or len(scores) != 1:
             continue
-        enc = acts[name]
-        lo = low(scores[0]) - MASK_MARGIN
-        hi = float(np.max(enc_of(scores[0]).max)) + max(0.0, float(np.max(enc_of(masks[0]).max)))
+        enc, s_enc, m_enc = acts[name], enc_of(scores[0]), enc_of(masks[0])
+        s_lo, s_hi = low(scores[0]), float(np.max(s_enc.max))
+        lo = s_lo - MASK_MARGIN
+        hi = s_hi + max(0.0, float(np.max(m_enc.max)))
         acts[name] = encoding_from_range(
             lo, hi, enc.bitwidth, symmetric=roots[name].symmetric, name=name, **grid
+        )
+        matched.add(node.name or name)
+        src = source.get(id(m_enc))
+        if src is not None:  # any score (on its grid, <= s_hi) plus this is <= lo
+            mask_low[src] = min(mask_low.get(src, 0.0), s_lo - s_hi - MASK_MARGIN)
+    _encode_masks(model, acts, roots, grid, mask_low, matched)
+
+
+def _encode_masks(
+    model: Any,
+    acts: dict[str, Any],
+    roots: Mapping[str, Any],
+    grid: Mapping[str, bool],
+    mask_low: Mapping[str, float],
+    matched: set[str],
+) -> None:
+    """Give each mask read only by masked Adds a range down to ``mask_low``, not ``-3.4e38``.
+
+    Its masked values then saturate there, and every masked score still saturates at its
+    Add's minimum, so the simulation is unchanged; but a mask step of ``1e36`` next to a
+    score step of ``0.1`` is beyond fixed-point requantization: onnxruntime's QLinearAdd
+    missed the Q/DQ arithmetic on minilm by up to 229 steps (mean 82) at w8a8.
+    """
+    from onnxq.export.qdq import _VALUE_PRESERVING  # noqa: PLC0415
+
+    readers: dict[str, list[Any]] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    graph_outputs = {o.name for o in model.graph.output}
+    for src, lowest in mask_low.items():
+        # the mask and what value-preserving ops make of it must reach masked Adds only
+        todo, ok = [src], src not in graph_outputs
+        while todo and ok:
+            for r in readers.get(todo.pop(), []):
+                if (r.name or r.output[0]) in matched:
+                    continue
+                carries = r.op_type in _VALUE_PRESERVING and r.output and r.output[0] not in acts
+                ok = carries and r.output[0] not in graph_outputs
+                if not ok:
+                    break
+                todo.append(r.output[0])
+        if not ok:
+            continue
+        enc = acts[src]
+        hi = max(0.0, float(np.max(enc.max)))
+        acts[src] = encoding_from_range(
+            lowest, hi, enc.bitwidth, symmetric=roots[src].symmetric, name=src, **grid
         )
 
 

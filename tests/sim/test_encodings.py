@@ -61,13 +61,14 @@ def test_a_searched_range_stays_inside_what_was_seen_unless_aimet_compatible():
 
 
 def test_a_mask_at_float32s_limit_gets_a_finite_range():
-    # x + mask, the mask a constant of float32's lowest value (transformer attention masks)
+    # x + mask, the mask a constant of float32's lowest value (transformer attention masks),
+    # also read by an op other than a masked Add, so it keeps its range
     low = np.finfo(np.float32).min
     graph = helper.make_graph(
-        [helper.make_node("Add", ["x", "mask"], ["y"])],
+        [helper.make_node("Add", ["x", "mask"], ["y"]), helper.make_node("Neg", ["mask"], ["z"])],
         "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in "yz"],
         [numpy_helper.from_array(np.full((1, 4), low, np.float32), "mask")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -134,8 +135,11 @@ def test_an_additive_attention_mask_saturates_below_the_scores_instead_of_flatte
         got = encs.activations["masked"]
         want = encoding_from_range(float(scaled.min()) - 20.0, float(scaled.max()), bw)
         assert float(got.scale) == float(want.scale) and float(got.offset) == float(want.offset)
-        # the mask tensor itself keeps its full range (its two values are both on the grid)
-        assert float(np.min(encs.activations["mask"].min)) < -1e38
+        # the mask saturates where any score on its grid still lands below the Add's range
+        s = encs.activations["scaled"]
+        low = float(s.min) - float(s.max) - 20.0
+        assert encs.activations["mask"] == encoding_from_range(low, 0.0, bw)
+        assert float(got.min) >= float(s.max) + float(encs.activations["mask"].min)
         # softmax of the masked scores, simulated with the Q/DQ arithmetic, against float
         p_float, p_sim = [], []
         for b in _attention_batches(1):
@@ -172,6 +176,38 @@ def test_a_mask_read_through_a_reshape_is_still_encoded_apart_from_the_scores():
     assert "mask_r" not in found["reshaped"]  # the Reshape keeps the mask's grid
     assert found["reshaped"]["masked"] == found["plain"]["masked"]
     assert float(found["reshaped"]["masked"].min) > -1e3
+
+
+def test_a_masked_attention_runs_the_same_in_onnxruntimes_integer_kernels():
+    # a mask step of 1e36 beside a score step of 0.1 is beyond QLinearAdd's requantization:
+    # at default optimizations onnxruntime missed minilm's Q/DQ arithmetic by 229 steps
+    import onnxruntime as ort  # noqa: PLC0415
+
+    import onnxq  # noqa: PLC0415
+
+    sim = onnxq.QuantizationSimModel(_masked_attention(reshaped=True), config_file="htp_v73")
+    sim.compute_encodings(_attention_batches(0))
+    qdq = sim.qdq_model().SerializeToString()
+    fused = ort.InferenceSession(qdq, providers=["CPUExecutionProvider"])
+    assert "QLinearAdd" in _optimized_ops(qdq)  # the integer kernel is what is checked
+    step = float(sim.encodings.activations["p"].scale)
+    for b in _attention_batches(1):
+        exact = sim.qdq_session.run(["p"], b)[0]
+        assert np.abs(fused.run(["p"], b)[0] - exact).max() <= step * 1.001
+        assert np.all(exact[:, 10:] == 0.0)  # masked keys: below the first step
+
+
+def _optimized_ops(model: bytes) -> set[str]:
+    import tempfile  # noqa: PLC0415
+
+    import onnx  # noqa: PLC0415
+    import onnxruntime as ort  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory() as d:
+        so = ort.SessionOptions()
+        so.optimized_model_filepath = f"{d}/opt.onnx"
+        ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+        return {n.op_type for n in onnx.load(f"{d}/opt.onnx").graph.node}
 
 
 def test_weights_are_replaced_by_their_fake_quantized_values_whatever_their_rank():
