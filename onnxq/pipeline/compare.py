@@ -13,6 +13,9 @@ Rules:
 - SQNR is ``10·log10(Σx² / Σ(x − x̂)²)`` over every element of every sample; ``inf`` when the
   two are identical (reported as ``None`` in JSON), ``-inf`` when the reference is all zeros
   and the test is not;
+- reference values at or below ``-1e8`` (an additive attention mask's, and a masked score's)
+  are not data: the simulation saturates them on purpose, so they are counted (``masked``)
+  and left out of the SQNR, the range and the largest error;
 - histograms of the float values are taken, in a second pass, only for the tensors asked
   (the worst layers), over each tensor's observed float range.
 """
@@ -28,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from onnxq.sim.encodings import MASK_LEVEL
+
 __all__ = ["Comparison", "TensorStats", "compare_models", "float_tensors", "producers"]
 
 
@@ -42,9 +47,15 @@ class TensorStats:
     float_min: float = math.inf
     float_max: float = -math.inf
     max_abs_error: float = 0.0
+    masked: int = 0  # reference values at or below the mask level, left out of the figures
 
     def update(self, ref: np.ndarray, test: np.ndarray) -> None:
-        """Add one batch of the tensor."""
+        """Add one batch of the tensor.
+
+        Reference values at or below ``MASK_LEVEL`` (``-1e8``) are an additive mask's, not
+        data: the simulation saturates them on purpose (:mod:`onnxq.sim.encodings`), so they
+        are counted in ``masked`` and left out of the sums and the range.
+        """
         # float32 arithmetic, float64 sums: a float64 copy of every tensor cost 9x the time
         # (evaluation was the slowest step of `onnxq quantize`). r - t is exact or within
         # half an ulp of the difference; the sums of squares accumulate in float64.
@@ -55,11 +66,25 @@ class TensorStats:
             raise ValueError(f"tensor {self.name!r}: shapes {r.shape} and {t.shape} differ")
         if r.size == 0:
             return
+        low = float(r.min())
+        if low <= MASK_LEVEL:
+            data = r > MASK_LEVEL
+            self.masked += int(r.size - np.count_nonzero(data))
+            r, t = r[data], t[data]
+            if r.size == 0:
+                return
+            low = float(r.min())
         d = r - t
-        self.signal += float(np.square(r).sum(dtype=np.float64))
-        self.noise += float(np.square(d).sum(dtype=np.float64))
+        with np.errstate(over="ignore"):  # checked below
+            signal = np.square(r).sum(dtype=np.float64)
+            noise = np.square(d).sum(dtype=np.float64)
+        if not np.isfinite(signal + noise):  # a square beyond float32's range
+            r64 = r.astype(np.float64)
+            signal, noise = np.square(r64).sum(), np.square(r64 - t).sum()
+        self.signal += float(signal)
+        self.noise += float(noise)
         self.count += r.size
-        self.float_min = min(self.float_min, float(r.min()))
+        self.float_min = min(self.float_min, low)
         self.float_max = max(self.float_max, float(r.max()))
         self.max_abs_error = max(self.max_abs_error, float(np.abs(d).max()))
 

@@ -165,6 +165,7 @@ def layers_section(
                 "float_min": s.float_min,
                 "float_max": s.float_max,
                 "max_abs_error": s.max_abs_error,
+                "masked": s.masked,
                 "encoding": _encoding_dict(encodings.get(name)),
                 "flagged": bool(threshold_db is not None and s.sqnr_db < threshold_db),
             }

@@ -13,6 +13,7 @@ The expected values are computed with numpy from the same feeds, independently o
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import onnx
@@ -142,6 +143,26 @@ def test_tensor_stats_inf_when_identical_and_minus_inf_for_a_zero_reference():
     both_zero = TensorStats("both")
     both_zero.update(np.zeros(3), np.zeros(3))
     assert both_zero.sqnr_db == math.inf
+
+
+def test_masked_values_are_counted_apart_and_big_values_do_not_overflow():
+    # scores + a -3.4e38 mask: the simulation saturates the masked positions on purpose
+    lowest = np.finfo(np.float32).min
+    ref = np.array([[1.0, -2.0, lowest, lowest], [0.5, lowest, 3.0, -1.0]], np.float32)
+    test = np.where(ref <= -1e8, np.float32(-22.0), ref + np.float32(0.1))
+    s = TensorStats("masked")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # float32 squares of 3.4e38 would overflow
+        s.update(ref, test)
+        data = ref[ref > -1e8].astype(np.float64)
+        assert (s.masked, s.count) == (3, 5)
+        assert s.sqnr_db == pytest.approx(_sqnr(data, data + 0.1), abs=1e-4)
+        assert (s.float_min, s.float_max) == (-2.0, 3.0)
+        assert s.max_abs_error == pytest.approx(0.1, abs=1e-6)
+        # data beyond 1.8e19 squares past float32: summed in float64 instead
+        big = TensorStats("big")
+        big.update(np.array([1e20, 2e20], np.float32), np.array([1e20, 1e20], np.float32))
+        assert big.sqnr_db == pytest.approx(10 * np.log10(5.0), abs=1e-6)
 
 
 def test_tensor_stats_skip_empty_batches_and_refuse_other_shapes():
