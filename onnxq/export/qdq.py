@@ -188,7 +188,7 @@ def _static_dequantize(graph: Any, name: str, enc: Encoding, value: np.ndarray) 
         s = np.repeat(s, size, axis=int(axis))
         zp_arr = np.repeat(zp_arr, size, axis=int(axis))
     q = np.rint(fq / s).astype(np.int64) + zp_arr
-    ints = helper.make_tensor(f"{name}_int", zp.data_type, list(w.shape), q.ravel().tolist())
+    ints = _integer_tensor(f"{name}_int", zp.data_type, q)
     graph.initializer.extend([ints, scale, zp])
     return [
         helper.make_node(
@@ -199,6 +199,21 @@ def _static_dequantize(graph: Any, name: str, enc: Encoding, value: np.ndarray) 
             **attrs,
         )
     ]
+
+
+def _integer_tensor(name: str, data_type: int, q: np.ndarray) -> Any:
+    """An integer initializer of ``q`` (already on the type's range) as raw bytes.
+
+    4-bit types go through onnx's packing; the others are copied as they are: a Python
+    list of efflite0's 4.6 M integers took 1.3 s of every Q/DQ model's build.
+    """
+    from onnx import TensorProto, helper, numpy_helper  # noqa: PLC0415
+
+    plain = {TensorProto.INT8: np.int8, TensorProto.UINT8: np.uint8, TensorProto.INT16: np.int16,
+             TensorProto.UINT16: np.uint16, TensorProto.INT32: np.int32}  # fmt: skip
+    if data_type in plain:
+        return numpy_helper.from_array(q.astype(plain[data_type]), name)
+    return helper.make_tensor(name, data_type, list(q.shape), q.ravel().tolist())
 
 
 def refresh_param(qdq_model: Any, name: str, value: np.ndarray, enc: Encoding | None) -> None:
