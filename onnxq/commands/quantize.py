@@ -88,10 +88,13 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "--bias-correction",
         nargs="?",
         const="empirical",
-        choices=("empirical", "analytical"),
+        default="auto",
+        choices=("auto", "empirical", "analytical", "none"),
         help="correct each layer's mean output shift: from the calibration data (empirical, "
-        "the default when given; undone if it lowers the output SQNR on that data) or from "
-        "the folded batch norms (analytical)",
+        "the choice when the flag is given alone; undone if it lowers the output SQNR on that "
+        "data) or from the folded batch norms (analytical). Default auto: analytical when "
+        "batch norms were folded and no SeqMSE/AdaRound runs, undone if it lowers the output "
+        "SQNR on the calibration data; none: off",
     )
     p.add_argument(
         "--sensitivity",

@@ -63,7 +63,10 @@ class QuantizeOptions:
     mp_precision: str = "int16"
     seq_mse: int | None = None  # SeqMSE candidates; None: off
     adaround: int | None = None  # AdaRound iterations per layer; None: off
-    bias_correction: str | None = None  # "empirical" or "analytical"; None: off
+    # "auto": analytical from the folded batch norms, kept only if it raises the output SQNR
+    # on the calibration data, when BNs were folded and no SeqMSE/AdaRound runs; also
+    # "empirical", "analytical", or None / "none": off
+    bias_correction: str | None = "auto"
 
 
 def staging_folder(outdir: Path) -> Path:
@@ -242,7 +245,8 @@ def _weight_methods(
 ) -> None:
     """SeqMSE, AdaRound, then bias correction (:mod:`onnxq.ptq`), each when asked."""
     report["ptq"] = None
-    if opts.seq_mse is None and opts.adaround is None and opts.bias_correction is None:
+    method = _bias_correction_method(original, opts)
+    if opts.seq_mse is None and opts.adaround is None and method is None:
         return
     from onnxq.ptq.adaround import apply_adaround  # noqa: PLC0415
     from onnxq.ptq.bias_correction import apply_bias_correction  # noqa: PLC0415
@@ -259,25 +263,46 @@ def _weight_methods(
         section[key] = apply(sim, data, setting).to_dict()
         timings[key] = time.perf_counter() - started
         log.info("%s over %d layers in %.1f s", label, len(section[key]["layers"]), timings[key])
-    if opts.bias_correction is not None:
+    if method is not None:
         started = time.perf_counter()
-        if opts.bias_correction == "analytical":
+        if method == "analytical":
             from onnxq.passes.fold_batch_norms import fold_all_batch_norms  # noqa: PLC0415
 
             bn = fold_all_batch_norms(original).bn_params if opts.fold_bn and not opts.cle else {}
-            result = apply_bias_correction(sim, method="analytical", batch_norms=bn)
+            # auto: scored on the calibration data and undone if it lowers the output SQNR
+            guard = data if opts.bias_correction == "auto" else None
+            result = apply_bias_correction(sim, guard, method="analytical", batch_norms=bn)
         else:
             result = apply_bias_correction(sim, data)
         section["bias_correction"] = result.to_dict()
-        if result.reverted:
+        if result.reverted and opts.bias_correction != "auto":  # auto: a choice, not a fault
             warnings_.append(
                 f"bias correction lowered the output SQNR on the calibration data "
                 f"({result.sqnr_before:.2f} -> {result.sqnr_after:.2f} dB) and was undone"
             )
         timings["bias_correction"] = time.perf_counter() - started
-        log.info("bias correction (%s): %d layers in %.1f s", opts.bias_correction,
+        log.info("bias correction (%s): %d layers in %.1f s", method,
                  len(result.layers), timings["bias_correction"])  # fmt: skip
     report["ptq"] = section
+
+
+def _bias_correction_method(original: Any, opts: QuantizeOptions) -> str | None:
+    """The bias correction to run: ``"empirical"``, ``"analytical"`` or ``None``.
+
+    ``auto`` is analytical where it needs nothing but the model: BNs folded here (not through
+    CLE, which rescales the layers the BN statistics describe) and neither SeqMSE nor
+    AdaRound, whose later layers already make up for the earlier ones' shifts. Measured at
+    htp_v73, 64 calibration samples (efflite0 / ppocr_cls): w8a8 16.02 -> 19.12 and
+    32.27 -> 35.43 dB, w8a16 16.89 -> 20.31 and 41.34 -> 42.48 dB, in well under a second.
+    """
+    if opts.bias_correction in (None, "none"):
+        return None
+    if opts.bias_correction != "auto":
+        return opts.bias_correction
+    if not opts.fold_bn or opts.cle or opts.seq_mse is not None or opts.adaround is not None:
+        return None
+    has_bn = any(n.op_type == "BatchNormalization" for n in original.graph.node)
+    return "analytical" if has_bn else None
 
 
 def _check_analysis_options(opts: QuantizeOptions) -> None:
@@ -292,9 +317,9 @@ def _check_analysis_options(opts: QuantizeOptions) -> None:
         value = getattr(opts, name)
         if value is not None and value < 1:
             raise InvalidInputError(f"{name}={value}: give a positive number")
-    if opts.bias_correction not in (None, "empirical", "analytical"):
+    if opts.bias_correction not in (None, "none", "auto", "empirical", "analytical"):
         raise InvalidInputError(
-            f"bias_correction={opts.bias_correction!r}: use empirical or analytical"
+            f"bias_correction={opts.bias_correction!r}: use auto, empirical, analytical or none"
         )
 
 

@@ -21,8 +21,9 @@ Quantized weights (and quantized inputs) move a layer's output mean: per output 
   ReLU6 (``Clip(0, 6)``) or nothing between them; ``E[a(z)]`` is the Gaussian's clipped mean,
   spread over the kernel (padding ignored), and ``Δ = (W − W_q)·E[x]``. Other layers are
   skipped with the reason;
-- empirical corrections are undone as a whole when they lower the model's output SQNR on the
-  calibration data (``keep_if_better``; after SeqMSE or AdaRound they usually do);
+- corrections are undone as a whole when they lower the model's output SQNR on the
+  calibration data (``keep_if_better``; analytical ones only when ``data`` is given; after
+  SeqMSE or AdaRound empirical ones usually do);
 - ``W_q`` is the weight as the sim quantizes it (after AdaRound or SeqMSE, if they ran);
 - a Conv, ConvTranspose or Gemm without a bias gets one (``<node>.bias``); a MatMul's bias is
   the constant of the ``Add`` that follows it, if any, else the MatMul is skipped;
@@ -318,9 +319,11 @@ def apply_bias_correction(
         A calibrated :class:`~onnxq.QuantizationSimModel` (calibrated on ``data`` if not).
         Apply it last, after AdaRound or SeqMSE.
     data
-        Calibration feed dicts (``empirical``).
+        Calibration feed dicts (``empirical``; ``analytical`` uses them only to score the
+        corrections for ``keep_if_better``).
     method
-        ``"empirical"`` (from ``data``) or ``"analytical"`` (from ``batch_norms``, no data).
+        ``"empirical"`` (from ``data``) or ``"analytical"`` (from ``batch_norms``, no data
+        needed).
     batch_norms
         The :class:`~onnxq.passes.fold_batch_norms.FoldResult` of the folding that produced
         ``sim``'s model, or its ``bn_params`` mapping (``analytical``).
@@ -366,7 +369,7 @@ def apply_bias_correction(
             saved = _snapshot(sim)
             # output SQNR against float, the lowest over outputs
             evaluation = Evaluation(sim.reference_model(), walk.batches, threads=sim.threads)
-            result.sqnr_before = evaluation.score(sim.exact_session)
+            result.sqnr_before = evaluation.score(sim.session)
         for layer, stats in walk:
             done = correct_layer(walk, layer, stats, shrink=shrink, check=check)
             if isinstance(done, str):
@@ -376,16 +379,7 @@ def apply_bias_correction(
         if recalibrate:
             sim.compute_encodings(walk.batches)
         if keep_if_better:
-            result.sqnr_after = evaluation.score(sim.exact_session)
-            if result.sqnr_after < result.sqnr_before:  # type: ignore[operator]
-                _restore(sim, saved)
-                result.reverted = True
-                log.warning(
-                    "bias correction lowered the output SQNR on the calibration data "
-                    "(%.2f -> %.2f dB); the sim is left as it was",
-                    result.sqnr_before,
-                    result.sqnr_after,
-                )
+            _keep_if_better(sim, result, evaluation, saved)
     else:
         if batch_norms is None:
             raise InvalidInputError(
@@ -395,6 +389,13 @@ def apply_bias_correction(
         if sim.encodings is None:
             raise InvalidInputError("analytical bias correction needs a calibrated sim")
         bn = getattr(batch_norms, "bn_params", batch_norms)
+        guarded = keep_if_better and data is not None
+        if guarded:
+            from onnxq.analysis.sensitivity import Evaluation  # noqa: PLC0415
+
+            saved = _snapshot(sim)
+            evaluation = Evaluation(sim.reference_model(), list(data), threads=sim.threads)
+            result.sqnr_before = evaluation.score(sim.session)
         walk = LayerWalk(sim, [], [], [], sim.reference_model())
         layers, skipped = find_layers(sim.model, op_types, nodes_to_include, nodes_to_exclude or ())
         result.skipped = skipped
@@ -415,6 +416,8 @@ def apply_bias_correction(
             shift = np.einsum("gok,gk->go", ref - wq, rows).reshape(-1)
             name = _write_bias(walk, layer, target, shift)
             result.layers.append(_row(layer, name, "analytical", shift))
+        if guarded:
+            _keep_if_better(sim, result, evaluation, saved)
     result.seconds = time.perf_counter() - started
     log.info(
         "bias correction (%s): %d layers corrected, %d skipped",
@@ -423,6 +426,20 @@ def apply_bias_correction(
         len(result.skipped),
     )
     return result
+
+
+def _keep_if_better(sim: Any, result: BiasCorrectionResult, evaluation: Any, saved: Any) -> None:
+    """Put the sim back as ``saved`` when the corrections lowered its output SQNR."""
+    result.sqnr_after = evaluation.score(sim.session)
+    if result.sqnr_after < result.sqnr_before:  # type: ignore[operator]
+        _restore(sim, saved)
+        result.reverted = True
+        log.warning(
+            "bias correction lowered the output SQNR on the calibration data "
+            "(%.2f -> %.2f dB); the sim is left as it was",
+            result.sqnr_before,
+            result.sqnr_after,
+        )
 
 
 def _snapshot(sim: Any) -> tuple[Any, Any, set[str]]:

@@ -45,3 +45,31 @@ def test_check_model_and_option_errors(small_cnn, calib, tmp_path):
     with pytest.raises(onnxq.InvalidInputError, match="unknown option 'bits'"):
         onnxq.quantize(small_cnn, tmp_path / "other", calib=calib, bits=8)
     assert not (tmp_path / "other").exists()
+
+
+def test_auto_bias_correction_is_analytical_only_where_the_folded_bns_describe_the_layers():
+    from onnx import TensorProto, helper  # noqa: PLC0415
+
+    from onnxq.pipeline.quantize import QuantizeOptions, _bias_correction_method  # noqa: PLC0415
+
+    def model(op: str):
+        node = helper.make_node(
+            op, ["x", "s", "b", "m", "v"][: 5 if op == "BatchNormalization" else 1], ["y"]
+        )
+        graph = helper.make_graph(
+            [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        )  # fmt: skip
+        return helper.make_model(graph)
+
+    bn, plain = model("BatchNormalization"), model("Relu")
+    auto = QuantizeOptions()
+    assert auto.bias_correction == "auto"
+    assert _bias_correction_method(bn, auto) == "analytical"
+    assert _bias_correction_method(plain, auto) is None  # no BN statistics to use
+    for off in ({"fold_bn": False}, {"cle": True}, {"seq_mse": 20}, {"adaround": 100}):
+        assert _bias_correction_method(bn, QuantizeOptions(**off)) is None, off
+    for given in ("empirical", "analytical"):
+        assert _bias_correction_method(plain, QuantizeOptions(bias_correction=given)) == given
+    for off in (None, "none"):
+        assert _bias_correction_method(bn, QuantizeOptions(bias_correction=off)) is None

@@ -113,11 +113,8 @@ def test_gaussian_means_match_monte_carlo() -> None:
         )
 
 
-def test_analytical_uses_the_folded_bn_statistics() -> None:
-    """Conv → BN → Relu → Conv, folded; the analytical shift equals the empirical one on
-    inputs that make the BN output truly N(β, γ²)."""
-    rng = np.random.default_rng(0)
-    c = 6
+def _conv_bn_relu_conv(rng: np.random.Generator, c: int = 6) -> onnx.ModelProto:
+    """Conv → BN → Relu → Conv; on standard-normal inputs the BN output is N(β, γ²)."""
     gamma, beta = rng.uniform(0.5, 1.5, c), rng.uniform(-0.5, 1.0, c)
     w1 = np.eye(c).reshape(c, c, 1, 1)  # 1×1 identity: the BN sees the input itself
     w2 = rng.standard_normal((4, c, 1, 1)) * 0.7
@@ -139,7 +136,15 @@ def test_analytical_uses_the_folded_bn_statistics() -> None:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 9
-    folded = onnxq.fold_all_batch_norms(model)
+    return model
+
+
+def test_analytical_uses_the_folded_bn_statistics() -> None:
+    """Folded; the analytical shift equals the empirical one on inputs that make the BN
+    output truly N(β, γ²)."""
+    rng = np.random.default_rng(0)
+    c = 6
+    folded = onnxq.fold_all_batch_norms(_conv_bn_relu_conv(rng, c))
     feeds = [{"x": rng.standard_normal((64, c, 4, 4)).astype(np.float32)} for _ in range(8)]
 
     def corrected(method: str) -> dict:
@@ -173,6 +178,35 @@ def test_analytical_uses_the_folded_bn_statistics() -> None:
     (name,) = analytical
     np.testing.assert_allclose(analytical[name], empirical[name], atol=0.01)
     assert np.abs(analytical[name]).max() > 0.02
+
+
+def test_analytical_with_data_is_undone_when_the_statistics_mislead() -> None:
+    # BN statistics that do not describe the data (β 3 too high) give a shift that hurts:
+    # with data, the output SQNR before and after is scored and the sim put back
+    rng = np.random.default_rng(1)
+    c = 6
+    folded = onnxq.fold_all_batch_norms(_conv_bn_relu_conv(rng, c))
+    feeds = [{"x": rng.standard_normal((32, c, 4, 4)).astype(np.float32)} for _ in range(4)]
+    found = {}
+    for label, shift in (("true", 0.0), ("misleading", 3.0)):
+        bn = {k: (gamma, beta + shift) for k, (gamma, beta) in folded.bn_params.items()}
+        sim = onnxq.QuantizationSimModel(
+            folded.model, quant_scheme="tf", default_param_bw=4, config_file="default"
+        )
+        sim.compute_encodings(feeds)
+        before = {t.name: numpy_helper.to_array(t).copy() for t in sim.model.graph.initializer}
+        r = onnxq.apply_bias_correction(sim, feeds, method="analytical", batch_norms=bn)
+        after = {t.name: numpy_helper.to_array(t) for t in sim.model.graph.initializer}
+        assert r.sqnr_before is not None and r.sqnr_after is not None
+        found[label] = r
+        if r.reverted:
+            assert r.sqnr_after < r.sqnr_before
+            assert after.keys() == before.keys()
+            assert all(np.array_equal(after[k], before[k]) for k in before)
+        else:
+            assert r.sqnr_after >= r.sqnr_before and len(r.layers) == 1
+    assert not found["true"].reverted and found["misleading"].reverted
+    assert found["true"].sqnr_after > found["true"].sqnr_before + 0.5
 
 
 def test_bad_arguments_are_one_line_errors(cnn: onnx.ModelProto) -> None:
