@@ -18,12 +18,14 @@ Quantized weights (and quantized inputs) move a layer's output mean: per output 
 - **analytical** (no data, for layers fed by a folded BN): the input of channel ``c`` is
   ``a(z)`` with ``z ~ N(β_c, γ_c²)`` from the BN folded into the layer before (the
   :class:`~onnxq.passes.fold_batch_norms.FoldResult`'s ``bn_params``) and ``a`` the ReLU,
-  ReLU6 (``Clip(0, 6)``) or nothing between them; ``E[a(z)]`` is the Gaussian's clipped mean,
+  ReLU6 (``Clip(0, 6)``), HardSwish or nothing between them; ``E[a(z)]`` is the Gaussian's
+  clipped mean (HardSwish's from the truncated normal's first two moments),
   spread over the kernel (padding ignored), and ``Δ = (W − W_q)·E[x]``. Other layers are
   skipped with the reason;
-- corrections are undone as a whole when they lower the model's output SQNR on the
-  calibration data (``keep_if_better``; analytical ones only when ``data`` is given; after
-  SeqMSE or AdaRound empirical ones usually do);
+- corrections are undone when they lower the model's output SQNR on the calibration data
+  (``keep_if_better``): empirical ones as a whole (after SeqMSE or AdaRound they usually
+  do); analytical ones, when ``data`` is given, kind of activation by kind (ReLU, ReLU6,
+  HardSwish, none), in graph order, each against the score the kept ones reached;
 - ``W_q`` is the weight as the sim quantizes it (after AdaRound or SeqMSE, if they ran);
 - a Conv, ConvTranspose or Gemm without a bias gets one (``<node>.bias``); a MatMul's bias is
   the constant of the ``Add`` that follows it, if any, else the MatMul is skipped;
@@ -51,6 +53,7 @@ __all__ = [
     "apply_bias_correction",
     "correct_layer",
     "gaussian_activation_mean",
+    "gaussian_hardswish_mean",
 ]
 
 log = logging.getLogger("onnxq.ptq")
@@ -120,6 +123,30 @@ def gaussian_activation_mean(
     if high is not None:  # clip = max(z, low) − relu(z − high)
         out = out - _relu_mean(mu - high, sigma)
     return out
+
+
+def gaussian_hardswish_mean(
+    mu: np.ndarray, sigma: np.ndarray, alpha: float = 1 / 6, beta: float = 0.5
+) -> np.ndarray:
+    """``E[z · clip(alpha·z + beta, 0, 1)]`` for ``z ~ N(mu, sigma²)`` (ONNX's HardSwish).
+
+    Between the knees ``a = −beta/alpha`` and ``b = (1 − beta)/alpha`` the activation is
+    ``alpha·z² + beta·z``, above ``b`` it is ``z``: the truncated normal's first and second
+    moments, in closed form.
+    """
+    mu = np.asarray(mu, np.float64)
+    sigma = np.maximum(np.abs(np.asarray(sigma, np.float64)), 1e-12)
+    lo, hi = (-beta / alpha - mu) / sigma, ((1 - beta) / alpha - mu) / sigma
+    p_lo, p_hi = _normal_pdf(lo), _normal_pdf(hi)
+    inside = _normal_cdf(hi) - _normal_cdf(lo)
+    m1 = mu * inside + sigma * (p_lo - p_hi)  # E[z; a < z < b]
+    m2 = (
+        mu**2 * inside
+        + 2 * mu * sigma * (p_lo - p_hi)
+        + sigma**2 * (inside + lo * p_lo - hi * p_hi)
+    )
+    above = mu * (1 - _normal_cdf(hi)) + sigma * p_hi  # E[z; z >= b]
+    return alpha * m2 + beta * m1 + above
 
 
 def _bias_target(model: Any, layer: LinearLayer) -> tuple[str | None, str]:
@@ -234,6 +261,14 @@ def _quantized_weight(sim: Any, layer: LinearLayer) -> tuple[np.ndarray, np.ndar
     return layer.to_canonical(ref), layer.to_canonical(np.asarray(wq, np.float64))
 
 
+def _input_activation(model: Any, layer: LinearLayer) -> str:
+    """The kind of activation between the folded BN and the layer: its op type, or "none"."""
+    node = next((n for n in model.graph.node if layer.input in n.output), None)
+    if node is not None and node.op_type in ("Relu", "Clip", "HardSwish"):
+        return node.op_type
+    return "none"
+
+
 def _analytical_inputs(
     model: Any, layer: LinearLayer, bn_params: Mapping[str, tuple[np.ndarray, np.ndarray]]
 ) -> tuple[np.ndarray | None, str]:
@@ -241,7 +276,10 @@ def _analytical_inputs(
     producers = {o: n for n in model.graph.node for o in n.output}
     node = producers.get(layer.input)
     low = high = None
-    if node is not None and node.op_type in ("Relu", "Clip"):
+    hardswish = node is not None and node.op_type == "HardSwish"
+    if hardswish:
+        node = producers.get(node.input[0])
+    elif node is not None and node.op_type in ("Relu", "Clip"):
         if node.op_type == "Relu":
             low = 0.0
         else:
@@ -258,6 +296,8 @@ def _analytical_inputs(
     if name not in bn_params:
         return None, f"its input comes from {name or node.op_type!r}, which has no folded BN"
     gamma, beta = bn_params[name]
+    if hardswish:
+        return gaussian_hardswish_mean(beta, gamma), ""
     return gaussian_activation_mean(beta, gamma, low, high), ""
 
 
@@ -393,12 +433,11 @@ def apply_bias_correction(
         if guarded:
             from onnxq.analysis.sensitivity import Evaluation  # noqa: PLC0415
 
-            saved = _snapshot(sim)
             evaluation = Evaluation(sim.reference_model(), list(data), threads=sim.threads)
-            result.sqnr_before = evaluation.score(sim.session)
-        walk = LayerWalk(sim, [], [], [], sim.reference_model())
+            result.sqnr_before = result.sqnr_after = evaluation.score(sim.session)
         layers, skipped = find_layers(sim.model, op_types, nodes_to_include, nodes_to_exclude or ())
         result.skipped = skipped
+        groups: dict[str, list[tuple[LinearLayer, str | None, np.ndarray]]] = {}
         for layer in layers:
             if layer.weight not in sim.encodings.params:
                 result.skipped.append((layer.node, "its weight is not quantized"))
@@ -414,10 +453,27 @@ def apply_bias_correction(
             # canonical rows are channel-major: each channel's mean once per kernel position
             rows = np.repeat(per_group, k // per_group.shape[1], axis=1)
             shift = np.einsum("gok,gk->go", ref - wq, rows).reshape(-1)
-            name = _write_bias(walk, layer, target, shift)
-            result.layers.append(_row(layer, name, "analytical", shift))
-        if guarded:
-            _keep_if_better(sim, result, evaluation, saved)
+            kind = _input_activation(sim.model, layer)
+            groups.setdefault(kind, []).append((layer, target, shift))
+        # each activation kind's corrections kept or undone as a whole (when guarded): the
+        # Gaussian is a rougher guess of a HardSwish's mean than of a ReLU's
+        for kind, group in groups.items():
+            saved = _snapshot(sim) if guarded else None
+            walk = LayerWalk(sim, [], [], [], sim.reference_model())
+            rows_ = [_row(layer, _write_bias(walk, layer, t, sh), "analytical", sh)
+                     for layer, t, sh in group]  # fmt: skip
+            if guarded:
+                score = evaluation.score(sim.session)
+                if score < result.sqnr_after:  # type: ignore[operator]
+                    _restore(sim, saved)
+                    why = f"the corrections after {kind} lowered the output SQNR on the data"
+                    result.skipped += [(layer.node, why) for layer, _, _ in group]
+                    log.info("bias correction after %s undone (%.2f -> %.2f dB)", kind,
+                             result.sqnr_after, score)  # fmt: skip
+                    continue
+                result.sqnr_after = score
+            result.layers += rows_
+        result.reverted = guarded and bool(groups) and not result.layers
     result.seconds = time.perf_counter() - started
     log.info(
         "bias correction (%s): %d layers corrected, %d skipped",
