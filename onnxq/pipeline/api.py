@@ -87,7 +87,9 @@ def quantize(
     options
         Fields of :class:`onnxq.pipeline.quantize.QuantizeOptions`: ``config``, ``param_bw``,
         ``act_bw``, ``quant_scheme``, ``fold_bn``, ``cle``, ``encoding_version``, ``prefix``,
-        ``layer_threshold_db``, ``threads``.
+        ``layer_threshold_db``, ``threads``, ``seq_mse``, ``adaround``, ``bias_correction``
+        (default ``"auto"``: the analytical correction from the folded BNs, kept where it
+        raises the output SQNR on the calibration data; ``"none"``: off), ...
     """
     from onnxq.graph.model_io import load_model  # noqa: PLC0415
     from onnxq.pipeline.quantize import QuantizeOptions, quantize_to_folder  # noqa: PLC0415
