@@ -13,8 +13,12 @@ Rules (a *grid* is a tensor's integer encoding as
 :func:`onnxq.export.layer_grids.tensor_grids` places it):
 
 1. an op with an integer output grid reads every activation input (an op output or graph
-   input, not a parameter or constant) whose integer grid has another bitwidth through a
-   conversion. A layer (Conv, Gemm, MatMul) whose output has no grid and only one reader
+   input, not a parameter or constant) whose integer grid has another ONNX type (bitwidth or
+   signedness) through a conversion. A signedness conversion keeps the grid's points and
+   stores them as the output's type (zero point moved by ``2**(bits-1)``), so it is exact:
+   htp_v73 makes the second activation input of a MatMul symmetric int8, and the Gemm that
+   writes it (minilm's key and value projections, read from uint8) formed no unit on the HTP.
+   A layer (Conv, Gemm, MatMul) whose output has no grid and only one reader
    (inside a supergroup: a MatMul before its bias Add, which onnxruntime fuses into one Gemm
    unit) has the grid its chain ends on. The conversion is a DequantizeLinear of its own,
    whose only reader is a QuantizeLinear → DequantizeLinear pair on the input's range at the
@@ -85,7 +89,7 @@ def rescaled(enc: Encoding, bitwidth: int) -> Encoding:
 
 @dataclass(frozen=True)
 class Conversion:
-    """Tensor ``tensor`` read at ``encoding`` (another bitwidth) by the ops in ``readers``.
+    """Tensor ``tensor`` read at ``encoding`` (another type) by the ops in ``readers``.
 
     Readers are named by their first output (every op with an output grid has one), with the
     input slots that read the tensor.
@@ -94,6 +98,8 @@ class Conversion:
     tensor: str
     encoding: Encoding
     readers: tuple[tuple[str, int], ...]
+    # the same grid stored as another signedness: every value stays as it was
+    storage_only: bool = False
 
     @property
     def name(self) -> str:
@@ -155,13 +161,18 @@ def find_conversions(model: Any, encodings: EncodingSet) -> Conversions:
             enc = grids.get(name)
             if enc is None or name in params or name not in sources:
                 continue
-            if enc.bitwidth == out.bitwidth:
+            if enc.onnx_dtype_name() == out.onnx_dtype_name():
                 continue
+            if enc.bitwidth == out.bitwidth and i == _WEIGHT_SLOT.get(node.op_type):
+                continue  # an activation in a weight's slot (a MatMul's B) may be signed
             target = rescaled(enc, out.bitwidth)
+            if target.is_signed != out.is_signed:  # the same grid points, stored as out's type
+                target = dataclasses.replace(target, signed=out.is_signed)
             key = (name, target.onnx_dtype_name())
             found.setdefault(key, (target, []))[1].append((node.output[0], i))
     converted = [
-        Conversion(name, enc, tuple(readers)) for (name, _), (enc, readers) in found.items()
+        Conversion(name, enc, tuple(readers), enc.bitwidth == grids[name].bitwidth)
+        for (name, _), (enc, readers) in found.items()
     ]
     return Conversions(converted, float16_first)
 

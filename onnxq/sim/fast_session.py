@@ -293,7 +293,8 @@ def fast_simulation(
         return quantizers
     from onnxq.export.conversions import find_conversions  # noqa: PLC0415
 
-    if find_conversions(model, encodings):
+    conversions = find_conversions(model, encodings)
+    if conversions.float16_first or not all(c.storage_only for c in conversions.converted):
         return "precisions meet (mixed precision): their conversions are per reader"
     float_model = _float_model(model, _dequantized_constants(to_qdq(model, encodings), encodings))
     outputs = [o.name for o in model.graph.output]

@@ -179,3 +179,49 @@ def test_a_float16_layer_rounds_its_integer_output_to_float16_before_its_q():
     # the same encodings with every tensor on one type need no conversion at all
     plain, _ = _encodings(model, {})
     assert not find_conversions(model, plain)
+
+
+def test_a_gemm_writing_a_signed_grid_reads_its_unsigned_input_as_signed():
+    """``k = x·w + b`` is the second activation input of ``MatMul(xᵀ, k)``, which htp_v73
+    makes symmetric int8, while ``x`` is asymmetric uint8: onnxruntime's fused Gemm unit needs
+    ``x`` as int8 (minilm's key and value projections were rejected by the QNN EP). The
+    conversion keeps ``x``'s grid points, so every number stays as it was; the MatMul's own
+    int8 ``k`` in its weight slot is left alone."""
+    import onnxq  # noqa: PLC0415
+
+    rng = np.random.default_rng(5)
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w"], ["m"], name="matmul"),
+            helper.make_node("Add", ["m", "bias"], ["k"], name="add"),
+            helper.make_node("Transpose", ["x"], ["xt"], name="transpose"),
+            helper.make_node("MatMul", ["xt", "k"], ["y"], name="scores"),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [6, 6])],
+        [
+            numpy_helper.from_array(rng.standard_normal((6, 6)).astype(np.float32), "w"),
+            numpy_helper.from_array(rng.standard_normal(6).astype(np.float32), "bias"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = (rng.standard_normal((4, 6)) + 1.0).astype(np.float32)
+    sim = onnxq.QuantizationSimModel(model, quant_scheme="tf", config_file="htp_v73")
+    sim.compute_encodings([{"x": x}])
+    acts = sim.encodings.activations
+    assert acts["k"].onnx_dtype_name() == "int8" and acts["x"].onnx_dtype_name() == "uint8"
+    (conv,) = find_conversions(model, sim.encodings).converted
+    assert (conv.name, conv.readers, conv.storage_only) == ("x_as_int8", (("m", 0),), True)
+    assert float(conv.encoding.scale) == float(acts["x"].scale)
+    assert int(conv.encoding.zero_point()) == int(acts["x"].zero_point()) - 128
+    qdq = to_qdq(model, sim.encodings)
+    nodes = {n.name: n for n in qdq.graph.node}
+    assert nodes["matmul"].input[0] == "x_as_int8" and nodes["scores"].input[1] == "k"
+    # the same numbers as the model read through x's own uint8 pair
+    plain = type(qdq)()
+    plain.CopyFrom(qdq)
+    index = [n.name for n in plain.graph.node].index("matmul")
+    plain.graph.node[index].input[0] = nodes["transpose"].input[0]
+    for a, b in zip(_run(qdq, x, ["k", "y"]), _run(plain, x, ["k", "y"]), strict=True):
+        np.testing.assert_array_equal(a, b)

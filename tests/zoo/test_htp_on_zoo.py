@@ -133,3 +133,19 @@ def test_efflite0s_htp_differences_are_amplified_rounding_not_a_wrong_unit():
     big = units["blocks.1.bn0.relu6"]
     assert big.steps > 50 and big.inherited >= 2 and big.own_steps <= 1
     assert not [u for u in units.values() if u.wrong_on_device()]
+
+
+def test_minilm_htp_v73_rejects_only_the_gelu_erf(tmp_path, zoo_model):
+    """The key and value projections write the symmetric int8 second inputs of the attention
+    MatMuls; they read their uint8 input through an int8 conversion, so onnxruntime's fused
+    Gemm units run on the HTP (without it their weight and bias DequantizeLinears were
+    rejected: 21 nodes). What is left is each GELU's Erf, which the QNN EP does not fuse."""
+    zm = zoo_model("minilm")
+    sim = onnxq.QuantizationSimModel(str(zm.model_path), config_file="htp_v73")
+    sim.compute_encodings(list(zm.feeds("calib", 8))[:4])
+    sim.export(tmp_path, "m")
+    run = run_on_htp(tmp_path / "m_qdq.onnx", list(zm.feeds("eval", 8))[:1], arch=73)
+    erf_units = {"DequantizeLinear": 3, "Erf": 3, "QuantizeLinear": 3}  # 3 layers
+    assert {t: sum(r.op_type == t for r in run.rejected) for t in erf_units} == erf_units
+    assert len(run.rejected) == 9
+    assert all("Erf" in r.reason for r in run.rejected)
