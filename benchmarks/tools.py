@@ -196,18 +196,21 @@ def _count_quantize_nodes(path: Path) -> int:
     return count(onnx.load(str(path), load_external_data=False).graph)
 
 
-def _folded(zm: Any) -> Any:
-    """The zoo model with its BNs folded: what AIMET and onnxq are given when preparing
-    (devices fold them; both tools warn about foldable BNs otherwise)."""
-    import warnings  # noqa: PLC0415
-
+def _fold(zm: Any) -> Any:
+    """The zoo model's BN folding (its ``.model``: what AIMET and onnxq are given when
+    preparing; devices fold them, and both tools warn about foldable BNs otherwise)."""
     import onnx  # noqa: PLC0415
 
     from onnxq import fold_all_batch_norms  # noqa: PLC0415
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return fold_all_batch_norms(onnx.load(str(zm.model_path))).model
+        return fold_all_batch_norms(onnx.load(str(zm.model_path)))
+
+
+def _folded(zm: Any) -> Any:
+    """The zoo model with its BNs folded (:func:`_fold`)."""
+    return _fold(zm).model
 
 
 def tool_aimet(zm: Any, s: Settings, work: Path) -> ToolRun:
@@ -270,8 +273,6 @@ def _run_quantsim(
 
 
 def tool_onnxq(zm: Any, s: Settings, work: Path, bias_correction: bool = False) -> ToolRun:
-    import onnx  # noqa: PLC0415
-
     import onnxq  # noqa: PLC0415
 
     if not hasattr(onnxq, "QuantizationSimModel"):
@@ -281,11 +282,7 @@ def tool_onnxq(zm: Any, s: Settings, work: Path, bias_correction: bool = False) 
             raise SkipTool("onnxq's quantizer does not exist yet (issue 6)") from None
     if bias_correction and not s.prepare:
         raise SkipTool("bias correction uses the folded BNs: run with prepare")
-    folded = None
-    if s.prepare:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            folded = onnxq.fold_all_batch_norms(onnx.load(str(zm.model_path)))
+    folded = _fold(zm) if s.prepare else None
 
     def correct(sim: Any, calib: list[Any]) -> None:
         if folded is not None and folded.bn_params:  # as onnxq quantize's default (auto)

@@ -154,7 +154,7 @@ def quantize_to_folder(
     timings: dict[str, float] = {}
     try:
         started = time.perf_counter()
-        prepared, before_cle, cle_layers = _prepare(original, opts, report)
+        prepared, before_cle, cle_layers, bn_params = _prepare(original, opts, report)
         timings["prepare"] = time.perf_counter() - started
 
         started = time.perf_counter()
@@ -177,7 +177,7 @@ def quantize_to_folder(
         sim.compute_encodings(progress(calib.batches(), "calibrating", calib.num_batches))
         timings["calibration"] = time.perf_counter() - started
         log.info("calibrated on %d samples in %.1f s", calib.num_samples, timings["calibration"])
-        _weight_methods(sim, original, calib, opts, report, timings, warnings_)
+        _weight_methods(sim, bn_params, calib, opts, report, timings, warnings_)
         _analyze(sim, evaluation, opts, report, timings, warnings_)
 
         started = time.perf_counter()
@@ -236,7 +236,7 @@ def quantize_to_folder(
 
 def _weight_methods(
     sim: Any,
-    original: Any,
+    bn_params: Any,
     calib: Any,
     opts: QuantizeOptions,
     report: dict[str, Any],
@@ -245,7 +245,7 @@ def _weight_methods(
 ) -> None:
     """SeqMSE, AdaRound, then bias correction (:mod:`onnxq.ptq`), each when asked."""
     report["ptq"] = None
-    method = _bias_correction_method(original, opts)
+    method = _bias_correction_method(bn_params, opts)
     if opts.seq_mse is None and opts.adaround is None and method is None:
         return
     from onnxq.ptq.adaround import apply_adaround  # noqa: PLC0415
@@ -266,12 +266,9 @@ def _weight_methods(
     if method is not None:
         started = time.perf_counter()
         if method == "analytical":
-            from onnxq.passes.fold_batch_norms import fold_all_batch_norms  # noqa: PLC0415
-
-            bn = fold_all_batch_norms(original).bn_params if opts.fold_bn and not opts.cle else {}
             # auto: scored on the calibration data and undone if it lowers the output SQNR
             guard = data if opts.bias_correction == "auto" else None
-            result = apply_bias_correction(sim, guard, method="analytical", batch_norms=bn)
+            result = apply_bias_correction(sim, guard, method="analytical", batch_norms=bn_params)
         else:
             result = apply_bias_correction(sim, data)
         section["bias_correction"] = result.to_dict()
@@ -286,8 +283,10 @@ def _weight_methods(
     report["ptq"] = section
 
 
-def _bias_correction_method(original: Any, opts: QuantizeOptions) -> str | None:
+def _bias_correction_method(bn_params: Any, opts: QuantizeOptions) -> str | None:
     """The bias correction to run: ``"empirical"``, ``"analytical"`` or ``None``.
+
+    ``bn_params``: the statistics of the BNs :func:`_prepare` folded (empty when none).
 
     ``auto`` is analytical where it needs nothing but the model: BNs folded here (not through
     CLE, which rescales the layers the BN statistics describe) and neither SeqMSE nor
@@ -302,8 +301,7 @@ def _bias_correction_method(original: Any, opts: QuantizeOptions) -> str | None:
         return opts.bias_correction
     if not opts.fold_bn or opts.cle or opts.seq_mse is not None or opts.adaround is not None:
         return None
-    has_bn = any(n.op_type == "BatchNormalization" for n in original.graph.node)
-    return "analytical" if has_bn else None
+    return "analytical" if bn_params else None
 
 
 def _check_analysis_options(opts: QuantizeOptions) -> None:
@@ -363,14 +361,23 @@ def _analyze(
             warnings_.append(f"mixed precision: {mp.reason}")
 
 
-def _prepare(original: Any, opts: QuantizeOptions, report: dict[str, Any]) -> tuple[Any, Any, Any]:
-    """The model the device runs: BNs folded (default), optionally equalized."""
+def _prepare(
+    original: Any, opts: QuantizeOptions, report: dict[str, Any]
+) -> tuple[Any, Any, Any, Any]:
+    """The model the device runs: BNs folded (default), optionally equalized.
+
+    Also returns the folded BNs' statistics by layer, for analytical bias correction: empty
+    when nothing was folded, or when CLE rescaled the layers they describe.
+    """
     from onnxq.passes.fold_batch_norms import fold_all_batch_norms  # noqa: PLC0415
     from onnxq.passes.prepare import prepare_model  # noqa: PLC0415
 
     passes: dict[str, Any] = {}
+    bn_params: Any = {}
     if opts.fold_bn or opts.cle:
         folded = fold_all_batch_norms(original)
+        if opts.fold_bn and not opts.cle:
+            bn_params = folded.bn_params
         passes["folded_batch_norms"] = len(folded.pairs)
         passes["unfolded_batch_norms"] = [
             {"node": bn, "reason": why} for bn, why in folded.unfolded
@@ -398,7 +405,7 @@ def _prepare(original: Any, opts: QuantizeOptions, report: dict[str, Any]) -> tu
         }
         log.info("cross-layer equalization: %s", eq.summary().replace("\n", "; "))
     report["passes"] = passes
-    return prepared, before, layers
+    return prepared, before, layers, bn_params
 
 
 def write_json(data: Any, path: Path) -> None:

@@ -58,6 +58,9 @@ __all__ = [
 
 log = logging.getLogger("onnxq.ptq")
 
+# the activations between a folded BN and the next layer that analytical correction models
+_ACTIVATIONS = ("Relu", "Clip", "HardSwish")
+
 
 @dataclass
 class LayerCorrection:
@@ -261,25 +264,19 @@ def _quantized_weight(sim: Any, layer: LinearLayer) -> tuple[np.ndarray, np.ndar
     return layer.to_canonical(ref), layer.to_canonical(np.asarray(wq, np.float64))
 
 
-def _input_activation(model: Any, layer: LinearLayer) -> str:
-    """The kind of activation between the folded BN and the layer: its op type, or "none"."""
-    node = next((n for n in model.graph.node if layer.input in n.output), None)
-    if node is not None and node.op_type in ("Relu", "Clip", "HardSwish"):
-        return node.op_type
-    return "none"
-
-
 def _analytical_inputs(
     model: Any, layer: LinearLayer, bn_params: Mapping[str, tuple[np.ndarray, np.ndarray]]
-) -> tuple[np.ndarray | None, str]:
-    """``E[x]`` per input channel of a layer fed by a folded BN, or why there is none."""
+) -> tuple[np.ndarray | None, str, str]:
+    """``E[x]`` per input channel of a layer fed by a folded BN, or why there is none; and the
+    activation between the BN and the layer (``Relu``, ``Clip``, ``HardSwish`` or ``none``)."""
     producers = {o: n for n in model.graph.node for o in n.output}
     node = producers.get(layer.input)
     low = high = None
-    hardswish = node is not None and node.op_type == "HardSwish"
+    kind = node.op_type if node is not None and node.op_type in _ACTIVATIONS else "none"
+    hardswish = kind == "HardSwish"
     if hardswish:
         node = producers.get(node.input[0])
-    elif node is not None and node.op_type in ("Relu", "Clip"):
+    elif kind != "none":  # Relu or Clip
         if node.op_type == "Relu":
             low = 0.0
         else:
@@ -291,14 +288,14 @@ def _analytical_inputs(
             high = None if hi_v is None else float(np.asarray(hi_v))
         node = producers.get(node.input[0])
     if node is None:
-        return None, "its input is not produced by a layer with a folded BN"
+        return None, "its input is not produced by a layer with a folded BN", kind
     name = node.name
     if name not in bn_params:
-        return None, f"its input comes from {name or node.op_type!r}, which has no folded BN"
+        return None, f"its input comes from {name or node.op_type!r}, which has no folded BN", kind
     gamma, beta = bn_params[name]
     if hardswish:
-        return gaussian_hardswish_mean(beta, gamma), ""
-    return gaussian_activation_mean(beta, gamma, low, high), ""
+        return gaussian_hardswish_mean(beta, gamma), "", kind
+    return gaussian_activation_mean(beta, gamma, low, high), "", kind
 
 
 def correct_layer(
@@ -442,7 +439,7 @@ def apply_bias_correction(
             if layer.weight not in sim.encodings.params:
                 result.skipped.append((layer.node, "its weight is not quantized"))
                 continue
-            mean, why = _analytical_inputs(sim.model, layer, bn)
+            mean, why, kind = _analytical_inputs(sim.model, layer, bn)
             target, why_bias = _bias_target(sim.model, layer)
             if mean is None or why_bias:
                 result.skipped.append((layer.node, why or why_bias))
@@ -453,7 +450,6 @@ def apply_bias_correction(
             # canonical rows are channel-major: each channel's mean once per kernel position
             rows = np.repeat(per_group, k // per_group.shape[1], axis=1)
             shift = np.einsum("gok,gk->go", ref - wq, rows).reshape(-1)
-            kind = _input_activation(sim.model, layer)
             groups.setdefault(kind, []).append((layer, target, shift))
         # each activation kind's corrections kept or undone as a whole (when guarded): the
         # Gaussian is a rougher guess of a HardSwish's mean than of a ReLU's
