@@ -12,25 +12,41 @@ from onnxq.ptq.stream import ActivationStream
 from tests.ptq.conftest import batches
 
 
-def _full(model: onnx.ModelProto, name: str, feeds: list[dict[str, np.ndarray]]) -> list:
+def _full(
+    model: onnx.ModelProto, name: str, feeds: list[dict[str, np.ndarray]], exact: bool = False
+) -> list:
     m = onnx.ModelProto()
     m.CopyFrom(model)
     del m.graph.output[:]
     m.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
-    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    so = ort.SessionOptions()
+    if exact:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
     return [sess.run([name], f)[0] for f in feeds]
 
 
 def test_each_tensor_equals_a_whole_model_run(cnn: onnx.ModelProto) -> None:
     feeds = batches(3)
-    stream = ActivationStream(cnn, feeds)
+    stream = ActivationStream(cnn, feeds, exact=True)
     for name in ("c1", "r1", "c2", "a", "f", "y"):
         got = stream.get(name)
-        for g, e in zip(got, _full(cnn, name, feeds), strict=True):
+        # op by op (optimizations off) the kernels are the same whatever the graph around them
+        for g, e in zip(got, _full(cnn, name, feeds, exact=True), strict=True):
             np.testing.assert_array_equal(g, e)
     # six requests, each running only the nodes since the last one
     assert stream.runs == 6
     assert not stream.cache.keys() - {"y"}  # nothing kept that no node still needs
+
+
+def test_an_optimized_stream_matches_a_whole_model_run_to_float_rounding(cnn) -> None:
+    # optimized, a partial graph fuses differently from the whole one (Conv + Add): on an
+    # AVX2-only CPU the sums then differ in the last bits (3.6e-7 on values near 2, measured)
+    feeds = batches(2)
+    stream = ActivationStream(cnn, feeds)
+    for name in ("c2", "a", "y"):
+        for g, e in zip(stream.get(name), _full(cnn, name, feeds), strict=True):
+            np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
 
 
 def test_invalidate_recomputes_downstream_of_a_changed_weight(cnn: onnx.ModelProto) -> None:
