@@ -33,6 +33,9 @@ from typing import Any
 
 import numpy as np
 
+from onnxq.graph.links import producers
+from onnxq.graph.links import readers as node_readers
+
 __all__ = ["UnitDivergence", "localize_divergence"]
 
 
@@ -80,11 +83,7 @@ class UnitDivergence:
 
 def _maps(graph: Any) -> tuple[dict[str, Any], dict[str, list[Any]]]:
     """Tensor -> the node writing it, tensor -> the nodes reading it."""
-    producer = {o: n for n in graph.node for o in n.output}
-    readers: dict[str, list[Any]] = {}
-    for n in graph.node:
-        for i in n.input:
-            readers.setdefault(i, []).append(n)
+    producer, readers = producers(graph.node), node_readers(graph.node)
     return producer, readers
 
 

@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 
 from onnxq.export.encodings_file import EncodingSet, encodings_from_dict
+from onnxq.graph.links import producers
+from onnxq.graph.links import readers as node_readers
 
 __all__ = ["SplitQdq", "is_qdq_model", "split_qdq"]
 
@@ -104,11 +106,7 @@ def split_qdq(qdq: Any) -> SplitQdq:
     model.CopyFrom(qdq)
     g = model.graph
     consts = _constants(model)
-    producer = {o: n for n in g.node for o in n.output}
-    readers: dict[str, list[Any]] = {}
-    for n in g.node:
-        for i in n.input:
-            readers.setdefault(i, []).append(n)
+    producer, readers = producers(g.node), node_readers(g.node)
     graph_outputs = {o.name for o in g.output}
     taken = {t.name for t in g.initializer} | {i.name for i in g.input}
     taken |= {o for node in g.node for o in node.output}

@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from onnxq.export.encodings_file import EncodingSet
+from onnxq.graph.links import readers as node_readers
 from onnxq.quantization.encoding import Encoding
 
 __all__ = ["Conversion", "Conversions", "find_conversions", "rescaled"]
@@ -128,10 +129,7 @@ def find_conversions(model: Any, encodings: EncodingSet) -> Conversions:
     sources = produced | {i.name for i in model.graph.input}
     found: dict[tuple[str, str], tuple[Encoding, list[tuple[str, int]]]] = {}
     float16_first: set[str] = set()
-    readers: dict[str, list[Any]] = {}
-    for n in model.graph.node:
-        for i in n.input:
-            readers.setdefault(i, []).append(n)
+    readers = node_readers(model.graph.node)
     graph_outputs = {o.name for o in model.graph.output}
 
     def output_grid(node: Any, depth: int = 0) -> Encoding | None:

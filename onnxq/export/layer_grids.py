@@ -20,6 +20,7 @@ from typing import Any
 
 from onnxq.export.encodings_file import EncodingSet
 from onnxq.export.qdq import carried_encodings, clamp_input_encodings
+from onnxq.graph.links import readers as node_readers
 from onnxq.quantization.encoding import Encoding
 
 __all__ = ["Layer", "layers", "tensor_grids"]
@@ -39,10 +40,7 @@ class Layer:
 
 def layers(model: Any, constants: Container[str]) -> list[Layer]:
     """Every Conv/ConvTranspose/Gemm/MatMul of ``model`` in graph order, with its bias."""
-    readers: dict[str, list[Any]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
+    readers = node_readers(model.graph.node)
     found = []
     for node in model.graph.node:
         if node.op_type not in _LAYER_OPS or len(node.input) < 2:

@@ -40,6 +40,7 @@ import numpy as np
 
 from onnxq.errors import ModelError
 from onnxq.export.encodings_file import EncodingSet
+from onnxq.graph.links import readers as node_readers
 from onnxq.quantization.encoding import Encoding
 
 __all__ = ["carried_encodings", "clamp_input_encodings", "required_opset", "to_qdq"]
@@ -82,10 +83,7 @@ def carried_encodings(model: Any, encodings: EncodingSet) -> dict[str, Encoding]
 
 def clamp_input_encodings(model: Any, known: Mapping[str, Encoding]) -> dict[str, Encoding]:
     """Encodings for unencoded tensors read only by a Relu/Clip whose output is encoded."""
-    readers: dict[str, list[Any]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
+    readers = node_readers(model.graph.node)
     produced = {o for n in model.graph.node for o in n.output}
     graph_outputs = {o.name for o in model.graph.output}
     found: dict[str, Encoding] = {}

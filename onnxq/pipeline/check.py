@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from onnxq.errors import InvalidInputError
+from onnxq.graph.links import readers as node_readers
 
 __all__ = ["CheckOptions", "run_check"]
 
@@ -239,10 +240,7 @@ def _layer_tensors(float_model: Any, encodings: Any) -> list[str]:
     ``float_model`` is the model the encodings are for (a Q/DQ model's, taken apart).
     """
     graph = float_model.graph
-    readers: dict[str, list[Any]] = {}
-    for n in graph.node:
-        for i in n.input:
-            readers.setdefault(i, []).append(n)
+    readers = node_readers(graph.node)
     acts = encodings.activations
     out = []
     for name, enc in acts.items():

@@ -33,7 +33,7 @@ import numpy as np
 
 from onnxq.sim.encodings import MASK_LEVEL
 
-__all__ = ["Comparison", "TensorStats", "compare_models", "float_tensors", "producers"]
+__all__ = ["Comparison", "TensorStats", "compare_models", "float_tensors"]
 
 
 @dataclass
@@ -122,11 +122,6 @@ def float_tensors(model: Any) -> set[str]:
         for vi in [*g.input, *g.output, *g.value_info]
         if vi.type.tensor_type.elem_type in floats
     }
-
-
-def producers(model: Any) -> dict[str, Any]:
-    """Tensor name → the node that writes it."""
-    return {o: n for n in model.graph.node for o in n.output if o}
 
 
 def _session(model: Any, extra: Sequence[str], exact: bool, threads: int | None) -> Any:

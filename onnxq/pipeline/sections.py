@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from onnxq._version import __version__
-from onnxq.pipeline.compare import Comparison, TensorStats, producers
+from onnxq.graph.links import producers
+from onnxq.pipeline.compare import Comparison, TensorStats
 
 __all__ = [
     "SCHEMA",
@@ -148,7 +149,7 @@ def layers_section(
     threshold_db: float | None,
 ) -> list[dict[str, Any]]:
     """Compared layer outputs in the model's node order, flagged below ``threshold_db``."""
-    prod = producers(model)
+    prod = producers(model.graph.node)
     order = {o: i for i, n in enumerate(model.graph.node) for o in n.output}
     rows = []
     for name in sorted(cmp.layers, key=lambda t: order.get(t, -1)):
@@ -180,7 +181,7 @@ def worst(cmp: Comparison, k: int = 5) -> list[str]:
 
 
 def worst_layers(model: Any, cmp: Comparison, encodings: Mapping[str, Any]) -> list[dict[str, Any]]:
-    prod = producers(model)
+    prod = producers(model.graph.node)
     rows = []
     for name, (edges, counts) in cmp.histograms.items():
         enc = _encoding_dict(encodings.get(name))
@@ -208,7 +209,7 @@ def quantizers_section(placement: Any, model: Any) -> dict[str, Any]:
     Activations count under the op that writes them (``input`` for graph inputs); params
     and quantized constant operands (a Clip's bounds, a scalar Mul) under the op reading them.
     """
-    prod = producers(model)
+    prod = producers(model.graph.node)
     consumer: dict[str, str] = {}
     for n in model.graph.node:
         for i in n.input:

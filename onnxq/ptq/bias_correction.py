@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from onnxq.errors import InvalidInputError
+from onnxq.graph.links import readers as node_readers
 from onnxq.ptq.layers import LAYER_OPS, LinearLayer, find_layers, read_constant
 from onnxq.ptq.sequential import LayerWalk, start_walk
 from onnxq.quantization.ranges import encoding_from_range
@@ -218,10 +219,7 @@ def _judged_tensor(model: Any, layer: LinearLayer) -> str:
     """
     consts = {t.name for t in model.graph.initializer}
     consts |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
-    readers: dict[str, list[Any]] = {}
-    for n in model.graph.node:
-        for x in dict.fromkeys(n.input):
-            readers.setdefault(x, []).append(n)
+    readers = node_readers(model.graph.node, once=True)
     tensor = layer.output
     for _ in range(8):  # a short chain: the activation is right after the layer
         after = readers.get(tensor, [])

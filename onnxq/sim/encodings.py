@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from onnxq.export.encodings_file import EncodingSet
+from onnxq.graph.links import readers as node_readers
 from onnxq.quantization.ranges import encoding_from_range
 from onnxq.sim.placement import Placement
 from onnxq.sim.weight_scales import adjust_weight_scales
@@ -227,10 +228,7 @@ def _encode_masks(
     """
     from onnxq.export.qdq import _VALUE_PRESERVING  # noqa: PLC0415
 
-    readers: dict[str, list[Any]] = {}
-    for n in model.graph.node:
-        for i in n.input:
-            readers.setdefault(i, []).append(n)
+    readers = node_readers(model.graph.node)
     graph_outputs = {o.name for o in model.graph.output}
     for src, lowest in mask_low.items():
         # the mask and what value-preserving ops make of it must reach masked Adds only

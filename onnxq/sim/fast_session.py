@@ -50,6 +50,8 @@ from typing import Any
 import numpy as np
 
 from onnxq.export.encodings_file import EncodingSet
+from onnxq.graph.links import producers
+from onnxq.graph.links import readers as node_readers
 from onnxq.quantization.encoding import Encoding
 
 __all__ = ["FastSimulation", "fast_simulation", "simulated_activations"]
@@ -162,12 +164,9 @@ def _insert_fake_quantizers(
     """
     from onnx import helper, numpy_helper  # noqa: PLC0415
 
-    producer = {o: n for n in graph.node for o in n.output}
+    producer = producers(graph.node)
     inputs = {i.name for i in graph.input}
-    readers: dict[str, list[Any]] = {}
-    for node in graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
+    readers = node_readers(graph.node)
     blocked = 0
     after: dict[int, list[Any]] = {}  # id(producer) -> FakeQuantize nodes right after it
     first: list[Any] = []  # on graph inputs

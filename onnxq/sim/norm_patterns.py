@@ -21,6 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from onnxq.graph.links import readers as node_readers
+
 __all__ = ["NormMatch", "find_decomposed_norms", "norm_inner_outputs"]
 
 
@@ -42,10 +44,7 @@ def _other(node: Any, name: str) -> str | None:
 
 def find_decomposed_norms(nodes: list[Any], constants: set[str]) -> list[NormMatch]:
     """Every decomposed LayerNorm/RMSNorm of ``nodes`` (graph order), disjoint."""
-    readers: dict[str, list[Any]] = {}
-    for node in nodes:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
+    readers = node_readers(nodes)
 
     def only(name: str, op_type: str | tuple[str, ...]) -> Any:
         nxt = readers.get(name, [])

@@ -58,6 +58,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from onnxq.graph.links import readers as node_readers
 from onnxq.sim.hwconfig import EncodingConstraint, HardwareConfig, load_config
 
 __all__ = ["GRID_PRESERVING_OPS", "PARAM_ROLES", "Placement", "Quantizer", "place_quantizers"]
@@ -212,10 +213,7 @@ def _supergroups(
     depthwise_ok: bool = False,
     excluded: frozenset[int] = frozenset(),
 ) -> list[list[Any]]:
-    consumers: dict[str, list[Any]] = {}
-    for node in nodes:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    consumers = node_readers(nodes)
     outputs = {o.name for o in graph.output}
     used: set[int] = set(excluded)  # nodes already fused by a pass
     matches = []
@@ -419,10 +417,7 @@ def place_quantizers(
     # MatMul output stays float and the Add's constant is the layer's bias
     linear_bias: dict[str, Any] = {}
     if "MatmulAdd" in cfg.supergroup_pass_list:
-        consumers: dict[str, list[Any]] = {}
-        for node in nodes:
-            for name in node.input:
-                consumers.setdefault(name, []).append(node)
+        consumers = node_readers(nodes)
         outputs = {o.name for o in graph.output}
         for node in nodes:
             if node.op_type != "MatMul" or len(node.input) < 2 or node.input[1] not in constants:
