@@ -33,12 +33,17 @@ Rules:
 - a config's ``onnxq.output_max_floors`` (HTP v73-v81: Conv + HardSwish, 3.0) raises the
   maximum of a fused chain's output encoding to the floor, on the output's own grid
   (``min`` kept), where calibration gave less;
+- graph inputs whose calibration data sit halfway between the grid's points (images
+  normalized as ``p / 127.5 - 1``) get the grid with one step fewer over the same range
+  when its error on the data is lower (:mod:`onnxq.sim.input_lattice`; not with
+  ``aimet_compatible``);
 - last, weight scales are raised where a layer's int32 bias or requantization would not fit
   the HTP (:mod:`onnxq.sim.weight_scales`).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -47,6 +52,7 @@ import numpy as np
 from onnxq.export.encodings_file import EncodingSet
 from onnxq.graph.links import readers as node_readers
 from onnxq.quantization.ranges import encoding_from_range
+from onnxq.sim.input_lattice import tie_free_inputs
 from onnxq.sim.placement import Placement
 from onnxq.sim.weight_scales import adjust_weight_scales
 
@@ -390,6 +396,11 @@ def compute_encodings(
     acts = [q for q in placement.enabled("activation") if placement.root(q.tensor) is q]
     fixed = {q.tensor for q in acts if q.constraint is not None and q.constraint.max is not None}
     observed = [Observed(q.tensor, scheme) for q in acts if q.tensor not in fixed]
+    # the first batch is kept for the graph inputs' tie check (onnxq.sim.input_lattice)
+    batches = iter(batches)
+    first = next(batches, None)
+    if first is not None:
+        batches = itertools.chain([first], batches)
     estimators = (
         collect_statistics(quantized, batches, observed, use_kernels=use_kernels, threads=threads)
         if observed
@@ -428,6 +439,9 @@ def compute_encodings(
         roots = {q.tensor: q for q in acts if q.constraint is None}
         _encode_masked_adds(model, out, roots, grid, placement)
     _apply_output_max_floors(placement, out, grid)
+    if not placement.aimet_compatible and first is not None:
+        inputs = [q.tensor for q in acts if q.constraint is None and q.tensor in first]
+        tie_free_inputs(out.activations, first, inputs, **grid)
     for q in placement.enabled("activation"):
         root = placement.root(q.tensor)
         if root is not q and root.tensor in out.activations:
