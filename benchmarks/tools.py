@@ -50,7 +50,9 @@ class Settings:
 
     def tag(self) -> str:
         gran = "pc" if self.per_channel else "pt"
-        return f"w{self.param_bw}a{self.act_bw}-{gran}-{self.calib_method.lower()}-{self.config}"
+        tag = f"w{self.param_bw}a{self.act_bw}-{gran}-{self.calib_method.lower()}-{self.config}"
+        # tf_enhanced is the default; another scheme gets its own result files
+        return tag if self.scheme == "tf_enhanced" else f"{tag}-{self.scheme}"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
