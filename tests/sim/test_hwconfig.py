@@ -129,9 +129,9 @@ def test_v73_to_v85_differ_only_in_hw_version_and_the_measured_hardswish_fusion(
         b["defaults"].pop("hw_version")
         for doc in (other, b):
             doc["onnxq"].pop("notes")
-        if v == 85:  # arch 85 does not fuse Conv + HardSwish (measured)
+        if v == 85:  # arch 85 does not fuse Conv + HardSwish (measured); Add + Clip it does
             b["onnxq"].pop("output_max_floors")
-            b["onnxq"].pop("unrounded_chains")
+            b["onnxq"]["unrounded_chains"] = [{"op_list": ["Add", "Clip"]}]
         assert other == b
 
 
@@ -199,9 +199,11 @@ def test_output_max_floors_are_read_per_htp_version_and_round_trip():
 def test_unrounded_chains_are_the_fusing_versions_and_round_trip():
     versions = (66, 68, 69, 73, 75, 79, 81, 85)
     chains = {v: load_config(f"htp_v{v}").unrounded_chains for v in versions}
-    # measured: arch 73-81 fuse Conv + HardSwish and ignore the Q/DQ between them
-    assert {v for v, c in chains.items() if c} == {73, 75, 79, 81}
-    assert chains[73] == (("Conv", "HardSwish"),)
+    # measured: arch 73-81 fuse Conv + HardSwish and ignore the Q/DQ between them; every
+    # arch fuses Add + Clip the same way
+    assert {v for v, c in chains.items() if ("Conv", "HardSwish") in c} == {73, 75, 79, 81}
+    assert chains[73] == (("Conv", "HardSwish"), ("Add", "Clip"))
+    assert all(c[-1] == ("Add", "Clip") for c in chains.values())
     cfg = load_config("htp_v73")
     assert load_config(cfg.to_dict()).unrounded_chains == cfg.unrounded_chains
     assert load_config("htp_v73", aimet_compatible=True).unrounded_chains == ()

@@ -324,3 +324,64 @@ def test_a_conv_hardswish_the_htp_fuses_is_exported_with_its_pair_but_not_rounde
 def test_a_conv_output_read_twice_is_rounded_for_every_reader():
     sim = onnxq.QuantizationSimModel(conv_hardswish_model(True), config_file="htp_v73")
     assert sim.placement.unrounded == frozenset()
+
+
+def _add_clip_model(second_reader: bool = False) -> onnx.ModelProto:
+    """x → Add(+3) → Clip(0, 6) → Mul(x) → Div(6): a decomposed HardSwish (Paddle's export);
+    with ``second_reader`` the Add output is also a graph output."""
+    from onnx import TensorProto, numpy_helper  # noqa: PLC0415
+
+    inits = [
+        numpy_helper.from_array(np.array(v, np.float32), n)
+        for v, n in ((3.0, "three"), (0.0, "lo"), (6.0, "hi"), (6.0, "six"))
+    ]
+    nodes = [
+        helper.make_node("Add", ["x", "three"], ["a"]),
+        helper.make_node("Clip", ["a", "lo", "hi"], ["c"]),
+        helper.make_node("Mul", ["x", "c"], ["m"]),
+        helper.make_node("Div", ["m", "six"], ["y"]),
+    ]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4, 5, 5])]
+    if second_reader:
+        outputs.append(helper.make_tensor_value_info("a", TensorProto.FLOAT, [2, 4, 5, 5]))
+    graph = helper.make_graph(
+        nodes,
+        "hardswish",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4, 5, 5])],
+        outputs,
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_an_add_read_by_a_clip_is_exported_with_its_pair_but_not_rounded():
+    """Every HTP arch fuses Add + Clip and ignores the pair between them
+    (benchmarks/results/htp_add_clip.md): the simulation clips the unrounded sum."""
+    x = (2.5 * np.random.default_rng(5).standard_normal((2, 4, 5, 5))).astype(np.float32)
+    sim = onnxq.QuantizationSimModel(_add_clip_model(), quant_scheme="tf", config_file="htp_v68")
+    sim.compute_encodings([{"x": x}])
+    assert sim.placement.unrounded == {"a"} and "a" in sim.encodings.activations
+    enc = sim.encodings
+    xq = _fq(x.astype(np.float64), enc["x"])
+    three = _fq(np.float64(3.0), enc["three"]) if "three" in enc.params else 3.0
+
+    def rest(c):
+        return _fq(_fq(xq * c, enc["m"]) / 6, enc["y"])
+
+    fused = rest(_fq(np.clip(xq + three, 0, 6), enc["c"]))
+    rounded = rest(_fq(np.clip(_fq(xq + three, enc["a"]), 0, 6), enc["c"]))
+    step = float(enc["y"].scale)
+    got = sim.exact_session.run(None, {"x": x})[0]
+    exported = sim.qdq_session.run(None, {"x": x})[0]
+    assert np.mean(np.abs(got - fused) > step / 2) < 0.01
+    assert np.mean(np.abs(exported - rounded) > step / 2) < 0.01
+    assert np.mean(np.abs(fused - rounded) > step / 2) > 0.05  # the two really differ
+    # an Add with a second reader is not fused, and aimet_compatible rounds it again
+    for model, kwargs in (
+        (_add_clip_model(second_reader=True), {}),
+        (_add_clip_model(), {"aimet_compatible": True}),
+    ):
+        other = onnxq.QuantizationSimModel(
+            model, quant_scheme="tf", config_file="htp_v68", **kwargs
+        )
+        assert other.placement.unrounded == frozenset()
