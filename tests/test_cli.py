@@ -52,7 +52,8 @@ def test_config_commands(capsys, tmp_path):
     shown = capsys.readouterr().out
     assert (
         "Conv+HardSwish output max >= 3, Conv+HardSwish inner outputs exported, not simulated "
-        "(fused on the device), HardSigmoid output fixed to [0, 1]\n"
+        "(fused on the device), Add+Clip inner outputs exported, not simulated (fused on the "
+        "device), HardSigmoid output fixed to [0, 1]\n"
     ) in shown
     assert main(["config", "show", "htp_v73", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["defaults"]["hw_version"] == "V73"
