@@ -83,8 +83,7 @@ class UnitDivergence:
 
 def _maps(graph: Any) -> tuple[dict[str, Any], dict[str, list[Any]]]:
     """Tensor -> the node writing it, tensor -> the nodes reading it."""
-    producer, readers = producers(graph.node), node_readers(graph.node)
-    return producer, readers
+    return producers(graph.node), node_readers(graph.node)
 
 
 def _units(graph: Any, producer: Mapping[str, Any]) -> dict[str, tuple[list[str], list[str]]]:

@@ -40,6 +40,7 @@ import numpy as np
 
 from onnxq.errors import ModelError
 from onnxq.export.encodings_file import EncodingSet
+from onnxq.graph.links import producers as node_producers
 from onnxq.graph.links import readers as node_readers
 from onnxq.quantization.encoding import Encoding
 
@@ -292,7 +293,7 @@ def to_qdq(model: Any, encodings: EncodingSet) -> Any:
             continue
         new_nodes += _static_dequantize(graph, name, enc, value)
 
-    producers = {o: n for n in graph.node for o in n.output}
+    producers = node_producers(graph.node)
     activations = {
         n: e
         for n, e in encodings.activations.items()

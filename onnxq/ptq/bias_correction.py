@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from onnxq.errors import InvalidInputError
+from onnxq.graph.links import producers as node_producers
 from onnxq.graph.links import readers as node_readers
 from onnxq.ptq.layers import LAYER_OPS, LinearLayer, find_layers, read_constant
 from onnxq.ptq.sequential import LayerWalk, start_walk
@@ -267,7 +268,7 @@ def _analytical_inputs(
 ) -> tuple[np.ndarray | None, str, str]:
     """``E[x]`` per input channel of a layer fed by a folded BN, or why there is none; and the
     activation between the BN and the layer (``Relu``, ``Clip``, ``HardSwish`` or ``none``)."""
-    producers = {o: n for n in model.graph.node for o in n.output}
+    producers = node_producers(model.graph.node)
     node = producers.get(layer.input)
     low = high = None
     kind = node.op_type if node is not None and node.op_type in _ACTIVATIONS else "none"

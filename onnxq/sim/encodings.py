@@ -440,8 +440,10 @@ def compute_encodings(
         _encode_masked_adds(model, out, roots, grid, placement)
     _apply_output_max_floors(placement, out, grid)
     if not placement.aimet_compatible and first is not None:
-        inputs = [q.tensor for q in acts if q.constraint is None and q.tensor in first]
-        tie_free_inputs(out.activations, first, inputs, **grid)
+        # tie_free_inputs keeps the graph inputs among them (the names the first batch feeds)
+        tie_free_inputs(
+            out.activations, first, [q.tensor for q in acts if q.constraint is None], **grid
+        )
     for q in placement.enabled("activation"):
         root = placement.root(q.tensor)
         if root is not q and root.tensor in out.activations:

@@ -76,7 +76,8 @@ def tie_free_inputs(
     inputs: list[str],
     **grid: bool,
 ) -> list[str]:
-    """Apply :func:`tie_free` to the encodings of ``inputs``; the names changed."""
+    """Apply :func:`tie_free` to the encodings of those ``inputs`` that ``first_batch`` feeds
+    (the graph inputs); the names changed."""
     changed = []
     for name in inputs:
         enc = activations.get(name)

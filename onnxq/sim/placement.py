@@ -58,6 +58,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from onnxq.graph.links import producers as node_producers
 from onnxq.graph.links import readers as node_readers
 from onnxq.sim.hwconfig import EncodingConstraint, HardwareConfig, load_config
 
@@ -517,7 +518,7 @@ def _hardware_rules(
 ) -> None:
     """AIMET's rules that depend on ``hw_version`` and the op, not on the JSON (§2.4)."""
     version = cfg.hw_version_number
-    producers = {o: n for n in nodes for o in n.output}
+    producers = node_producers(nodes)
     _, weight_sym = _param_setting(cfg, "weight")
     for node in nodes:
         # a weight that is an activation takes the config's weight symmetry
@@ -580,7 +581,7 @@ def _tie(
         for name in node.input:
             readers[name] = readers.get(name, 0) + 1
     outputs = {o.name for o in graph.output}
-    producers = {o: n for n in nodes for o in n.output}
+    producers = node_producers(nodes)
     for node in nodes:
         if not node.output or node.output[0] not in quantizers:
             continue
