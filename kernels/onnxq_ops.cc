@@ -29,6 +29,9 @@
 //     One pass over X when the given grids span the batch (extremes and counts together);
 //     channels whose grid had to start or grow are counted again in a second pass.
 //
+//   onnxq_rounding_costs (a plain C function, not an op): tf_enhanced's rounding-cost matrix,
+//   the search's whole cost in numpy, one loop here (see its comment below).
+//
 // Built by onnxq/calibrate/native.py against the official onnxruntime headers; links to
 // nothing (ORT_API_MANUAL_INIT), so one build loads into any onnxruntime with a newer API.
 #define ORT_API_MANUAL_INIT
@@ -669,6 +672,36 @@ struct StatisticsOp : Ort::CustomOpBase<StatisticsOp, StatisticsKernel> {
 };
 
 }  // namespace
+
+// tf_enhanced's rounding cost (onnxq/quantization/tf_enhanced.py, called through ctypes): for
+// each candidate grid c (step delta[c], offset offset[c]), the sum over the used bins j whose
+// index bins[j] (ascending) lies in [lo_i[c], hi_i[c]) of p[j] * (mid[j] - q)^2, where
+// q = (round(mid[j] / delta - offset) + offset) * delta in float32 with C's round (halves away
+// from zero), each operation rounded as numpy rounds it; products and sums in double.
+extern "C" __attribute__((visibility("default"))) void onnxq_rounding_costs(
+    const float* mids, const float* p, const int64_t* bins, int64_t n, const float* delta,
+    const float* offset, const int64_t* lo_i, const int64_t* hi_i, int64_t candidates,
+    double* out) {
+  for (int64_t c = 0; c < candidates; ++c) {
+    const float d = delta[c], o = offset[c];
+    // the bins inside a grid are a contiguous run of the ascending used bins
+    const int64_t j0 = std::lower_bound(bins, bins + n, lo_i[c]) - bins;
+    const int64_t j1 = std::lower_bound(bins, bins + n, hi_i[c]) - bins;
+    double acc = 0;
+#pragma omp simd reduction(+ : acc)
+    for (int64_t j = j0; j < j1; ++j) {
+      float q = mids[j] / d;
+      q -= o;
+      q = std::copysign(std::floor(std::fabs(q) + 0.5f), q);
+      q += o;
+      q *= d;
+      float e = mids[j] - q;
+      e *= e;
+      acc += static_cast<double>(e) * static_cast<double>(p[j]);
+    }
+    out[c] = acc;
+  }
+}
 
 extern "C" __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL
 RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {

@@ -139,7 +139,7 @@ def kernel_library() -> Path:
     ).hexdigest()[:16]
     final = cache_root() / "kernels" / key / "libonnxq_ops.so"
     if final.is_file():
-        return final
+        return _attached(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".build.", suffix=".so", dir=final.parent)
     os.close(fd)
@@ -154,4 +154,18 @@ def kernel_library() -> Path:
         os.replace(tmp, final)
     finally:
         Path(tmp).unlink(missing_ok=True)
-    return final
+    return _attached(final)
+
+
+_attached_to: Path | None = None
+
+
+def _attached(library: Path) -> Path:
+    """``library``, once its plain C functions serve the Python side (tf_enhanced's search)."""
+    global _attached_to
+    from onnxq.quantization import tf_enhanced  # noqa: PLC0415
+
+    if _attached_to != library:
+        tf_enhanced.attach_native(str(library))
+        _attached_to = library
+    return library

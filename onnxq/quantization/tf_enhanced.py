@@ -25,14 +25,19 @@ The rules, as AIMET 2.42's analyzer applies them (checked against it by
   - the cheapest candidate wins; on a tie, the first.
 
 ``round`` is C's (half away from zero) and ``steps`` is ``2^bw − 1``, or ``2^bw − 2`` when
-strict symmetric.
+strict symmetric. The candidates and each bin's rounding are float32; the costs are summed in
+float64 and compared in float32. Once onnxq's kernel library is built (calibration builds it),
+the rounding costs, the search's whole cost, run in its C loop (``onnxq_rounding_costs``),
+which computes the same numbers up to summation order.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-__all__ = ["tf_enhanced_search"]
+__all__ = ["attach_native", "tf_enhanced_search"]
 
 GAMMA = np.float32(3.0)  # weight of saturation against rounding error
 _F32 = np.float32
@@ -120,7 +125,27 @@ def _costs(
     sat = np.maximum(below, 0) + np.maximum(above, 0)
     # rounding error of the used bins inside each grid
     used = np.flatnonzero(p > 0)  # empty bins cost nothing (most of a 3x-widened grid)
-    m, pu = mids[used][None, :], p[used]
+    rounding = (_native_rounding_costs or _rounding_costs)(
+        mids[used], p[used], used, delta, offset, lo_i, hi_i
+    )
+    return (GAMMA * sat + rounding).astype(np.float32)
+
+
+def _rounding_costs(
+    mids: np.ndarray,
+    p: np.ndarray,
+    bins: np.ndarray,
+    delta: np.ndarray,
+    offset: np.ndarray,
+    lo_i: np.ndarray,
+    hi_i: np.ndarray,
+) -> np.ndarray:
+    """Σ p·(mid − q)² per candidate over the used bins ``bins`` in ``[lo_i, hi_i)`` (float64).
+
+    ``q`` is the mid rounded onto the candidate's grid in float32; products and sums are
+    float64, as in the kernel library's loop (:func:`attach_native`).
+    """
+    m = mids[None, :]
     d, o = delta[:, None], offset[:, None]
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         q = m / d  # in place from here: this matrix is the search's whole cost
@@ -130,8 +155,44 @@ def _costs(
         q *= d
         np.subtract(m, q, out=q)
     q *= q
-    q[(used[None, :] < lo_i[:, None]) | (used[None, :] >= hi_i[:, None])] = 0
-    return (GAMMA * sat + (q @ pu).astype(np.float64)).astype(np.float32)
+    q[(bins[None, :] < lo_i[:, None]) | (bins[None, :] >= hi_i[:, None])] = 0
+    return q.astype(np.float64) @ p.astype(np.float64)
+
+
+_native_rounding_costs: Any = None
+
+
+def attach_native(library: str) -> None:
+    """Compute the rounding costs with the kernel library's ``onnxq_rounding_costs``.
+
+    Called by :func:`onnxq.calibrate.native.kernel_library` once the library is built: the
+    loop is about 3× faster than :func:`_rounding_costs`'s matrix and gives the same sums up
+    to float64 summation order (the picks on the zoo are identical, tests/quantization).
+    """
+    import ctypes  # noqa: PLC0415
+
+    fn = ctypes.CDLL(library).onnxq_rounding_costs
+    ptr = ctypes.c_void_p
+    fn.argtypes = [ptr, ptr, ptr, ctypes.c_int64, ptr, ptr, ptr, ptr, ctypes.c_int64, ptr]
+    fn.restype = None
+
+    def costs(mids, p, bins, delta, offset, lo_i, hi_i):  # type: ignore[no-untyped-def]
+        args = [
+            np.ascontiguousarray(mids, np.float32),
+            np.ascontiguousarray(p, np.float32),
+            np.ascontiguousarray(bins, np.int64),
+            np.ascontiguousarray(delta, np.float32),
+            np.ascontiguousarray(offset, np.float32),
+            np.ascontiguousarray(lo_i, np.int64),
+            np.ascontiguousarray(hi_i, np.int64),
+        ]
+        out = np.empty(len(args[3]))
+        m, pu, b, d, o, lo, hi = (a.ctypes.data for a in args)
+        fn(m, pu, b, len(args[0]), d, o, lo, hi, len(args[3]), out.ctypes.data)
+        return out
+
+    global _native_rounding_costs
+    _native_rounding_costs = costs
 
 
 def tf_enhanced_search(

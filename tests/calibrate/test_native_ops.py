@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
 from onnxq.calibrate.native import DOMAIN, kernel_library
+from onnxq.quantization import tf_enhanced as te
 from onnxq.quantization.affine import quantize_dequantize
 from onnxq.quantization.histogram import StreamingHistogram
 
@@ -183,3 +184,51 @@ def test_statistics_reports_nan_as_a_nan_minimum(library):
     mn, _, hist, _ = _statistics(library, x, [0.0, 0.0, 0.25])
     assert np.isnan(mn[0])
     assert hist.sum() == 0
+
+
+def _histogram_case(seed: int) -> tuple[float, float, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    data = [
+        rng.standard_normal(20000),
+        np.maximum(rng.standard_t(3, 20000), 0),
+        rng.lognormal(0, 1, 20000) - 0.3,
+    ][seed % 3]
+    h = StreamingHistogram(1, 1536, headroom=1.0)
+    h.update(data)
+    return float(h.lo[0]), float(h.width[0]), h.counts[0]
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("bitwidth", [4, 8, 16])
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_rounding_costs_loop_equals_the_numpy_matrix(library, seed, bitwidth, symmetric):
+
+    start, width, counts = _histogram_case(seed)
+    native = te._native_rounding_costs
+    assert native is not None  # kernel_library() attached it
+    seen = []
+    for costs in (native, te._rounding_costs):
+        calls = []
+
+        def spy(*args, costs=costs, calls=calls):
+            calls.append((args, costs(*args)))
+            return calls[-1][1]
+
+        te._native_rounding_costs = spy
+        try:
+            pick = te.tf_enhanced_search(start, width, counts, bitwidth, symmetric=symmetric)
+        finally:
+            te._native_rounding_costs = native
+        seen.append((pick, calls[0]))
+    (pick_c, (args, cost_c)), (pick_np, (_, cost_np)) = seen
+    assert pick_c == pick_np
+    np.testing.assert_allclose(cost_c, cost_np, rtol=1e-12, atol=0)
+    # one candidate by hand: float32 rounding of each used mid, float64 sum
+    mids, p, bins, delta, offset, lo_i, hi_i = args
+    k = len(delta) // 2
+    inside = (bins >= lo_i[k]) & (bins < hi_i[k])
+    t = (mids[inside] / delta[k]).astype(np.float32) - offset[k]
+    q = (np.copysign(np.floor(np.abs(t) + np.float32(0.5)), t) + offset[k]) * delta[k]
+    err = (mids[inside] - q.astype(np.float32)).astype(np.float32) ** 2
+    assert cost_c[k] == pytest.approx(float(np.sum(err.astype(np.float64) * p[inside])), rel=1e-12)
+    assert cost_c[k] > 0
