@@ -16,6 +16,7 @@ Rules:
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -257,26 +258,37 @@ def _native_batch(
         if est is None or hist is None:
             headroom = hist.headroom if hist is not None else 0.0
             return np.array([[0.0, 0.0, headroom]])
+        if hist.channels == 1:
+            return np.array([[hist.lo[0], hist.width[0], hist.headroom]])
         return np.stack([hist.lo, hist.width, np.full(hist.channels, hist.headroom)], axis=1)
+
+    def same_grid(used: np.ndarray, hist: Any) -> bool:
+        if hist.channels == 1:
+            return bool(used[0, 0] == hist.lo[0] and used[0, 1] == hist.width[0])
+        return np.array_equal(used[:, 0], hist.lo) and np.array_equal(used[:, 1], hist.width)
 
     grids = {obs.name: grid_of(obs) for obs in observed}
     out = run(grids)
     rerun = []
     for obs in observed:
         mn, mx = out[_suffix(obs.name, "min")], out[_suffix(obs.name, "max")]
-        if not np.any(mn <= mx) and not np.any(np.isnan(mn)):
-            continue  # an empty tensor on this batch: nothing to learn
-        if not (np.all(np.isfinite(mn)) and np.all(np.isfinite(mx))):
-            raise _not_finite(obs.name)
+        if mn.size == 1:  # per tensor: Python floats, a handful of numpy calls fewer
+            lo, hi = float(mn[0]), float(mx[0])
+            if not lo <= hi and lo == lo:
+                continue  # an empty tensor on this batch: nothing to learn
+            if not (math.isfinite(lo) and math.isfinite(hi)):
+                raise _not_finite(obs.name)
+        else:
+            if not np.any(mn <= mx) and not np.any(np.isnan(mn)):
+                continue
+            if not (np.all(np.isfinite(mn)) and np.all(np.isfinite(mx))):
+                raise _not_finite(obs.name)
         est = _estimator(obs, len(mn), estimators)
         if not est.needs_histogram:
             est.update_min_max(mn, mx)
             continue
         est.histogram.cover(mn, mx)  # start or grow (re-binning) as the kernel did
-        used = out[_suffix(obs.name, "grid_used")]
-        if np.array_equal(used[:, 0], est.histogram.lo) and np.array_equal(
-            used[:, 1], est.histogram.width
-        ):
+        if same_grid(out[_suffix(obs.name, "grid_used")], est.histogram):
             est.update_histogram(out[_suffix(obs.name, "hist")], mn, mx)
         else:
             rerun.append((obs, est))

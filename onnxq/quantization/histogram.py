@@ -97,6 +97,12 @@ class StreamingHistogram:
 
     def cover(self, bmin: Any, bmax: Any) -> None:
         """Grow each channel's grid (re-binning its counts) so it spans ``[bmin, bmax]``."""
+        if self.channels == 1:
+            lo = float(np.asarray(bmin).reshape(-1)[0])
+            hi = float(np.asarray(bmax).reshape(-1)[0])
+            if lo == lo and hi == hi:  # NaN takes the general path, which propagates it
+                self._cover_one(lo, hi)
+                return
         bmin = np.broadcast_to(np.asarray(bmin, dtype=np.float64).reshape(-1), self.lo.shape)
         bmax = np.broadcast_to(np.asarray(bmax, dtype=np.float64).reshape(-1), self.lo.shape)
         self.min = np.minimum(self.min, bmin)
@@ -106,6 +112,18 @@ class StreamingHistogram:
                 self._start(c, self.min[c], self.max[c])
             elif bmin[c] < self.lo[c] or bmax[c] > self.hi[c]:
                 self._grow(c, min(bmin[c], self.lo[c]), max(bmax[c], self.hi[c]))
+
+    def _cover_one(self, lo: float, hi: float) -> None:
+        """:meth:`cover` of the one channel in Python floats (the same float64 arithmetic):
+        calibration calls it once per observed tensor and batch."""
+        self.min[0] = low = min(float(self.min[0]), lo)
+        self.max[0] = high = max(float(self.max[0]), hi)
+        start, width = float(self.lo[0]), float(self.width[0])
+        top = start + width * self.bins
+        if width == 0:
+            self._start(0, low, high)
+        elif lo < start or hi > top:
+            self._grow(0, min(lo, start), max(hi, top))
 
     def _start(self, c: int, lo: float, hi: float) -> None:
         span = hi - lo
