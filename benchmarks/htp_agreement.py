@@ -8,6 +8,12 @@ evaluation samples. Recorded: nodes the backend refused, the difference in outpu
 with AIMET's (``aimet_compatible=True``), which rounds depthwise (v73) or all (v68) Conv
 outputs before their ReLU6 while the HTP fuses them.
 
+An output difference of several steps may be amplified rounding, not a wrong simulation: for
+onnxq's placement each node unit is also run fed onnxruntime's integers on the first sample
+(:func:`onnxq.check.htp_units.localize_divergence`). Recorded: the largest such *own*
+difference over all units, in steps of an 8-bit grid, and the unit it is in; a unit within one
+step computes what the simulation computes, up to the HTP's rounding of near-ties.
+
 Run: ``python -m benchmarks.htp_agreement`` (needs ``pip install 'onnxq[qnn]'``); writes
 ``benchmarks/results/htp_agreement.json`` and ``.md``.
 """
@@ -45,6 +51,7 @@ def measure(model_name: str, config: str, arch: int, act_bw: int, aimet: bool) -
     import onnxq  # noqa: PLC0415
     from benchmarks import zoo  # noqa: PLC0415
     from onnxq.check.htp import run_on_htp  # noqa: PLC0415
+    from onnxq.check.htp_units import localize_divergence  # noqa: PLC0415
 
     zm = zoo.load(model_name)
     with warnings.catch_warnings():
@@ -62,12 +69,23 @@ def measure(model_name: str, config: str, arch: int, act_bw: int, aimet: bool) -
     with tempfile.TemporaryDirectory() as tmp:
         sim.export(tmp, "m")
         run = run_on_htp(Path(tmp) / "m_qdq.onnx", feeds, arch=arch)
+        qdq = onnx.load(str(Path(tmp) / "m_qdq.onnx"))
     float_sess = ort.InferenceSession(model.SerializeToString())
     name = run.output_names[0]
     sim_out = np.concatenate([sim.session.run([name], f)[0] for f in feeds])
     htp_out = np.concatenate([o[0] for o in run.outputs])
     ref = np.concatenate([float_sess.run([name], f)[0] for f in feeds])
     steps = np.abs(sim_out - htp_out) / float(np.max(sim.encodings.activations[name].scale))
+    own: dict[str, Any] = {"units_own_max_8bit": None, "worst_unit": None}
+    if not aimet:
+        units = localize_divergence(qdq, feeds[0], arch=arch)
+        worst = max(units, key=lambda u: u.own_steps_8bit, default=None)
+        if worst is not None:
+            own = {
+                "units_own_max_8bit": worst.own_steps_8bit,
+                "worst_unit": f"{'+'.join(worst.ops)} -> {worst.tensor}",
+                "units_compared": len(units),
+            }
     return {
         "model": model_name,
         "config": config,
@@ -80,7 +98,13 @@ def measure(model_name: str, config: str, arch: int, act_bw: int, aimet: bool) -
         "steps_p99": float(np.percentile(steps, 99)),
         "sqnr_sim_db": _sqnr(sim_out, ref),
         "sqnr_htp_db": _sqnr(htp_out, ref),
+        **own,
     }
+
+
+def _own(row: dict[str, Any]) -> str:
+    own = row.get("units_own_max_8bit")
+    return "–" if own is None else f"{own:.2f}"
 
 
 def main() -> None:
@@ -106,17 +130,20 @@ def main() -> None:
     lines = [
         "# Simulation vs the emulated HTP (onnxruntime-qnn)",
         "",
-        f"{meta} — output difference in steps of the output encoding; SQNR against float.",
+        f"{meta} — output difference in steps of the output encoding; SQNR against float; "
+        "*unit own max*: the largest difference of one node unit fed onnxruntime's integers "
+        "(first sample, steps of an 8-bit grid; onnxq's placement only).",
         "",
         "| model | config (arch) | w/a | placement | refused | steps max | mean | p99 "
-        "| sim dB | HTP dB |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| sim dB | HTP dB | unit own max | worst unit |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['model']} | {r['config']} ({r['arch']}) | w8a{r['act_bw']} | {r['placement']} "
             f"| {len(r['rejected'])} | {r['steps_max']:.0f} | {r['steps_mean']:.2f} "
-            f"| {r['steps_p99']:.1f} | {r['sqnr_sim_db']:.2f} | {r['sqnr_htp_db']:.2f} |"
+            f"| {r['steps_p99']:.1f} | {r['sqnr_sim_db']:.2f} | {r['sqnr_htp_db']:.2f} "
+            f"| {_own(r)} | {r.get('worst_unit') or '–'} |"
         )
     OUT.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
