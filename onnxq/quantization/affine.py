@@ -213,6 +213,22 @@ def quantize_dequantize(
         block_size,
         name,
     )
+    exact = _FLOAT32_EXACT_INT if xc.dtype == np.float32 else 2**53
+    if (
+        rounding == "half_even"
+        and xc.ndim
+        and xc.shape == np.broadcast_shapes(xc.shape, s.shape)
+        and float(np.max(np.abs(o), initial=0.0)) + max(abs(lo), abs(hi)) <= exact
+    ):
+        # clip(rint(x/s) - o, lo, hi) + o equals clip(rint(x/s), lo + o, hi + o): integers,
+        # exact in the compute dtype on the grid. Two passes over x fewer; += 0.0 turns the
+        # -0.0 of rint(-0.4) into the +0.0 the offset's addition gave
+        q = np.divide(xc, s)
+        np.rint(q, out=q)
+        np.clip(q, lo + o, hi + o, out=q)
+        q *= s
+        q += 0.0
+        return q.astype(xa.dtype, copy=False)
     q = _quantize(xc, s, o, lo, hi, rounding)
     if q.ndim == 0 or q.shape != np.broadcast_shapes(q.shape, np.shape(o), np.shape(s)):
         out = np.asarray((q + o) * s)
@@ -400,6 +416,15 @@ def _check_finite(xa: np.ndarray, func: str, name: str | None) -> None:
 
 
 def _check_param(value: np.ndarray, label: str, name: str | None) -> None:
+    if value.ndim == 0:  # per tensor: the same checks on a Python float
+        v = float(value)
+        if not math.isfinite(v):
+            raise InvalidInputError(f"{label} of {_what(name)} contains NaN or Inf")
+        if label == "scale" and not v > 0:
+            raise InvalidInputError(f"scale of {_what(name)} must be positive, got min {v!r}")
+        if label == "offset" and not v.is_integer():
+            raise InvalidInputError(f"offset of {_what(name)} must hold integers")
+        return
     if value.size == 0:
         raise InvalidInputError(f"{label} of {_what(name)} is empty")
     if not np.all(np.isfinite(value)):

@@ -26,6 +26,7 @@ Everything is computed in float64.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -51,6 +52,55 @@ def _round_half_away(v: np.ndarray) -> np.ndarray:
     return np.where(v >= 0, np.floor(v + 0.5), np.ceil(v - 0.5))
 
 
+def _grid(
+    bitwidth: int, symmetric: bool, strict_symmetric: bool, min_scale: float | None
+) -> tuple[int, float]:
+    """Number of steps and scale floor of a grid."""
+    strict = bool(symmetric and strict_symmetric)
+    steps = 2**bitwidth - 1 - (1 if strict else 0)
+    floor = default_min_scale(bitwidth, strict) if min_scale is None else float(min_scale)
+    if floor <= 0:
+        raise InvalidInputError(f"min_scale must be positive, got {min_scale!r}")
+    return steps, floor
+
+
+def _not_finite(what: str) -> InvalidInputError:
+    return InvalidInputError(
+        f"range{what} contains NaN or Inf; the tensor it was observed on is not finite"
+    )
+
+
+def _round_half_away_float(v: float) -> int:
+    return math.floor(v + 0.5) if v >= 0 else math.ceil(v - 0.5)
+
+
+def _scalar_scale_offset(
+    lo: float,
+    hi: float,
+    bitwidth: int,
+    symmetric: bool,
+    strict_symmetric: bool,
+    unsigned_symmetric: bool,
+    min_scale: float | None,
+    name: str | None,
+) -> tuple[float, int]:
+    """:func:`scale_offset_from_range` of one range, in Python floats (the same rules)."""
+    what = f" of tensor {name!r}" if name else ""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise _not_finite(what)
+    if lo > hi:
+        raise InvalidInputError(f"range{what}: min > max ({lo!r} > {hi!r})")
+    steps, floor = _grid(bitwidth, symmetric, strict_symmetric, min_scale)
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    if not symmetric or (unsigned_symmetric and lo == 0):
+        scale = max((hi - lo) / steps, floor)
+        if lo < 0 < hi:
+            return scale, -min(max(_round_half_away_float(-lo / scale), 0), steps)
+        return scale, _round_half_away_float(lo / scale)
+    half_down, half_up = (steps + 1) // 2, steps // 2
+    return max(-lo / half_down, hi / half_up, floor), -half_down
+
+
 def scale_offset_from_range(
     min: Any,
     max: Any,
@@ -67,23 +117,25 @@ def scale_offset_from_range(
     Returns float64 scales and int64 offsets shaped as ``min``/``max``.
     """
     affine._check_bitwidth(bitwidth)
+    if np.ndim(min) == 0 and np.ndim(max) == 0:
+        # per tensor: the same float64 arithmetic in Python floats, without the two dozen
+        # numpy calls the array path makes (a sim encodes about a hundred such ranges)
+        scale, offset = _scalar_scale_offset(
+            float(min), float(max), bitwidth, symmetric, strict_symmetric,
+            unsigned_symmetric, min_scale, name,
+        )  # fmt: skip
+        return np.asarray(scale, dtype=np.float64), np.asarray(offset, dtype=np.int64)
     lo = np.asarray(min, dtype=np.float64)
     hi = np.asarray(max, dtype=np.float64)
     what = f" of tensor {name!r}" if name else ""
     if lo.shape != hi.shape:
         raise InvalidInputError(f"range{what}: min {lo.shape} and max {hi.shape} differ in shape")
     if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
-        raise InvalidInputError(
-            f"range{what} contains NaN or Inf; the tensor it was observed on is not finite"
-        )
+        raise _not_finite(what)
     if np.any(lo > hi):
         i = np.argwhere(np.atleast_1d(lo > hi))[0]
         raise InvalidInputError(f"range{what}: min > max at index {tuple(int(v) for v in i)}")
-    strict = bool(symmetric and strict_symmetric)
-    steps = 2**bitwidth - 1 - (1 if strict else 0)
-    floor = default_min_scale(bitwidth, strict) if min_scale is None else float(min_scale)
-    if floor <= 0:
-        raise InvalidInputError(f"min_scale must be positive, got {min_scale!r}")
+    steps, floor = _grid(bitwidth, symmetric, strict_symmetric, min_scale)
 
     lo = np.minimum(lo, 0.0)
     hi = np.maximum(hi, 0.0)

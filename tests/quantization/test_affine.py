@@ -386,3 +386,33 @@ def test_per_channel_equals_per_tensor_slice_by_slice(x, data):
     for c in range(n):
         ref = quantize_dequantize(np.take(x, c, axis=axis), scales[c], offsets[c], bitwidth=8)
         np.testing.assert_array_equal(np.take(out, c, axis=axis), ref)
+
+
+@given(
+    hnp.arrays(
+        np.float32,
+        (3, 5),
+        elements=st.one_of(
+            st.floats(-300, 300, width=32),
+            st.sampled_from([-0.0, 0.0, 0.25, -0.25, 0.75, -2.5, 1e30, -1e30]),
+        ),
+    ),
+    st.sampled_from([(8, False), (8, True), (4, True), (16, False)]),
+    st.sampled_from([None, 0, 1]),
+    st.booleans(),
+)
+def test_fake_quant_equals_quantize_then_dequantize_bit_for_bit(x, grid, axis, wide):
+    # quantize_dequantize clips in the offset-shifted grid; the two-step path clips, then
+    # adds the offset back: the same floats, signs of zero included
+    bits, signed = grid
+    x = x.astype(np.float64) if wide else x
+    n = 1 if axis is None else x.shape[axis]
+    scale = np.linspace(0.5, 1.7, n) if axis is not None else 0.5
+    offset = np.zeros(n) if signed else -np.arange(n) * 7.0
+    offset = offset if axis is not None else offset[0]
+    kw = dict(bitwidth=bits, signed=signed, axis=axis)
+    got = quantize_dequantize(x, scale, offset, **kw)
+    ref = dequantize(quantize(x, scale, offset, **kw), scale, offset, axis=axis)
+    ref = ref.astype(x.dtype)
+    assert got.dtype == x.dtype
+    assert np.array_equal(got, ref) and np.array_equal(np.signbit(got), np.signbit(ref))

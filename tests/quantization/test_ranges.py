@@ -139,6 +139,32 @@ def test_encodings_equal_the_documented_formulas(rng, bw, sym, strict, unsigned)
     assert int(offset) == ref_offset
 
 
+_any_range = st.tuples(
+    st.one_of(st.floats(-1e30, 1e30, allow_nan=False), st.sampled_from([0.0, -0.0, 1e-300])),
+    st.one_of(st.floats(-1e30, 1e30, allow_nan=False), st.sampled_from([0.0, -0.0, 5e-324])),
+).map(sorted)
+
+
+@given(
+    _any_range,
+    st.sampled_from([2, 4, 8, 16, 31, 32]),
+    st.booleans(),
+    st.booleans(),
+    st.booleans(),
+    st.sampled_from([None, 1e-3, 1e-12]),
+)
+def test_per_tensor_path_equals_the_array_path(rng, bw, sym, strict, unsigned, min_scale):
+    # a scalar range takes a Python-float path; a one-element array the numpy one
+    lo, hi = rng
+    kw = dict(
+        symmetric=sym, strict_symmetric=strict, unsigned_symmetric=unsigned, min_scale=min_scale
+    )
+    scale, offset = scale_offset_from_range(lo, hi, bw, **kw)
+    a_scale, a_offset = scale_offset_from_range(np.array([lo]), np.array([hi]), bw, **kw)
+    assert scale.shape == () and scale.dtype == np.float64 and offset.dtype == np.int64
+    assert float(scale) == float(a_scale[0]) and int(offset) == int(a_offset[0])
+
+
 @given(_ranges, st.sampled_from([4, 8, 16]), st.booleans())
 def test_zero_is_exact_and_the_range_is_covered(rng, bw, sym):
     lo, hi = rng
