@@ -31,10 +31,12 @@ from __future__ import annotations
 
 import functools
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 __all__ = ["Optimized", "nchwc_block_size", "optimize_for_observation", "optimize_graph"]
 
@@ -77,19 +79,31 @@ def _session_options(threads: int | None) -> Any:
     return so
 
 
-def optimize_graph(model: Any, threads: int | None, folder: Path, extra: bytes = b"") -> Any:
+def optimize_graph(
+    model: Any,
+    threads: int | None,
+    folder: Path,
+    extra: bytes = b"",
+    initializers: Mapping[str, np.ndarray] | None = None,
+) -> Any:
     """onnxruntime's fully optimized graph of ``model``; None when the model is too large.
 
     ``extra`` is a serialized ``ModelProto`` merged into ``model`` on the way (protobuf
     appends repeated fields of concatenated messages): extra graph outputs without copying
-    the model's weights. The optimized model is written to ``folder`` with its initializers
-    of 1 KiB and more in ``weights.bin``; the returned proto refers to them there.
+    the model's weights. ``initializers`` replace the model's initializers of the same names.
+    The large initializers reach onnxruntime as arrays, never serialized
+    (:func:`~onnxq.graph.initializers.split_initializers`). The optimized model is written to
+    ``folder`` with its initializers of 1 KiB and more in ``weights.bin``; the returned proto
+    refers to them there.
     """
     import onnx  # noqa: PLC0415
     import onnxruntime as ort  # noqa: PLC0415
 
-    data = model.SerializeToString() + extra
-    if len(data) > _MAX_BYTES:
+    from onnxq.graph.initializers import split_initializers  # noqa: PLC0415
+
+    light, names, arrays = split_initializers(model, initializers)
+    data = light.SerializeToString() + extra
+    if len(data) + sum(a.nbytes for a in arrays) > _MAX_BYTES:
         return None
     path = folder / "optimized.onnx"
     so = _session_options(threads)
@@ -103,6 +117,10 @@ def optimize_graph(model: Any, threads: int | None, folder: Path, extra: bytes =
     so.add_session_config_entry(
         "session.optimized_model_external_initializers_min_size_in_bytes", "1024"
     )
+    # the values stay the arrays' memory, which must outlive the session's construction
+    values = [ort.OrtValue.ortvalue_from_numpy(a) for a in arrays]
+    if names:
+        so.add_external_initializers(names, values)
     ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
     return onnx.load(str(path), load_external_data=False)
 
@@ -143,6 +161,7 @@ def optimize_for_observation(
     threads: int | None,
     *,
     padding_ok: bool = False,
+    initializers: Mapping[str, np.ndarray] | None = None,
 ) -> Optimized | None:
     """Optimize ``model`` with the observed tensors kept; None when it cannot be done here.
 
@@ -157,6 +176,9 @@ def optimize_for_observation(
     padding_ok
         Read a blocked tensor even when it has padding channels (an element-wise op on it is
         harmless: padding never reaches a real channel; statistics would count it).
+    initializers
+        Values replacing the model's initializers of the same names (a sim's fake-quantized
+        weights), as for :func:`optimize_graph`.
     """
     import onnx  # noqa: PLC0415
     from onnx import TensorProto, helper  # noqa: PLC0415
@@ -181,7 +203,9 @@ def optimize_for_observation(
             helper.make_tensor_value_info(name + _MARK, TensorProto.FLOAT, None)
         )
     tmp = tempfile.TemporaryDirectory(prefix="onnxq-observe-")
-    optimized = optimize_graph(model, threads, Path(tmp.name), marked.SerializeToString())
+    optimized = optimize_graph(
+        model, threads, Path(tmp.name), marked.SerializeToString(), initializers
+    )
     if optimized is None:
         tmp.cleanup()
         return None

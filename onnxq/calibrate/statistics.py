@@ -125,6 +125,7 @@ def collect_statistics(
     *,
     use_kernels: bool | None = None,
     threads: int | None = None,
+    initializers: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, RangeEstimator]:
     """Stream ``batches`` through ``model`` and return a filled estimator per observed tensor.
 
@@ -141,6 +142,10 @@ def collect_statistics(
         can be built, else pure ONNX with a warning.
     threads
         onnxruntime intra-op threads (default: onnxruntime's choice).
+    initializers
+        Values the model's initializers of the same names take for the run (a sim's
+        fake-quantized weights; dtype and shape as the initializer's). With the kernels they
+        reach onnxruntime as the arrays themselves, without a copy of the model.
     """
     import onnxruntime as ort  # noqa: PLC0415
 
@@ -179,8 +184,13 @@ def collect_statistics(
             [o.name for o in observed if o.axis is None],
             [o.name for o in observed if o.axis is not None],
             threads,
+            initializers=initializers,
         )
     if optimized is None:
+        if initializers:
+            from onnxq.graph.initializers import with_values  # noqa: PLC0415
+
+            proto = with_values(proto, initializers)
         model_or_path = _observing_model(proto, observed, native, {}).SerializeToString()
     else:
         # already optimized for this machine (optimizing again would undo nothing); its

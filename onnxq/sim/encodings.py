@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 
 from onnxq.export.encodings_file import EncodingSet
+from onnxq.graph.initializers import with_values
 from onnxq.graph.links import readers as node_readers
 from onnxq.quantization.ranges import encoding_from_range
 from onnxq.sim.input_lattice import tie_free_inputs
@@ -102,21 +103,18 @@ def _aimet_fake_quant(enc: Any, x: np.ndarray) -> np.ndarray:
     return (s * (q + o)).astype(np.float32)
 
 
-_TENSOR_VALUES = ("float_data", "double_data", "int32_data", "int64_data", "raw_data")
-
-
-def _copy_fields(src: Any, dst: Any, skip: str | tuple[str, ...]) -> None:
-    """Copy the set fields of protobuf message ``src`` into empty ``dst``, but ``skip``."""
-    skipped = (skip,) if isinstance(skip, str) else skip
-    for desc, value in src.ListFields():
-        if desc.name in skipped:
+def _fake_quantized(
+    params: Mapping[str, Any], values: Mapping[str, np.ndarray], aimet_arithmetic: bool = False
+) -> dict[str, np.ndarray]:
+    """Each quantized param's fake-quantized values, in the param's own dtype."""
+    out = {}
+    for name, enc in params.items():
+        if name not in values:
             continue
-        if hasattr(value, "extend"):  # a repeated field (of any protobuf version)
-            getattr(dst, desc.name).extend(value)
-        elif desc.message_type is not None:
-            getattr(dst, desc.name).CopyFrom(value)
-        else:
-            setattr(dst, desc.name, value)
+        v = values[name]
+        fq = _aimet_fake_quant(enc, v) if aimet_arithmetic else enc.quantize_dequantize(v)
+        out[name] = np.asarray(fq).astype(v.dtype, copy=False)
+    return out
 
 
 def _with_quantized_params(
@@ -126,39 +124,9 @@ def _with_quantized_params(
     aimet_arithmetic: bool = False,
 ) -> Any:
     """A copy of ``model`` whose quantized params hold their fake-quantized values."""
-    import onnx  # noqa: PLC0415
-    from onnx import helper, numpy_helper  # noqa: PLC0415
+    from onnxq.graph.initializers import with_values  # noqa: PLC0415
 
-    def fake(name: str) -> np.ndarray:
-        if aimet_arithmetic:
-            return _aimet_fake_quant(params[name], values[name])
-        return params[name].quantize_dequantize(values[name])
-
-    # the initializers are copied one by one, each quantized one straight from its
-    # fake-quantized values: copying the float weights only to overwrite them cost a second
-    # pass over efflite0's 4.6 M weights
-    out = onnx.ModelProto()
-    _copy_fields(model, out, skip="graph")
-    _copy_fields(model.graph, out.graph, skip="initializer")
-    for t in model.graph.initializer:
-        copy = out.graph.initializer.add()
-        if t.name not in params:
-            copy.CopyFrom(t)
-            continue
-        fq = fake(t.name).astype(values[t.name].dtype, copy=False)
-        if t.data_type == helper.np_dtype_to_tensor_dtype(fq.dtype) and not t.external_data:
-            _copy_fields(t, copy, skip=_TENSOR_VALUES)  # name, dims, dtype...: the values as bytes
-            copy.raw_data = np.ascontiguousarray(fq).tobytes()
-        else:
-            copy.CopyFrom(numpy_helper.from_array(fq, t.name))
-    for node in out.graph.node:
-        if node.op_type == "Constant" and node.output[0] in params:
-            name = node.output[0]
-            fq = fake(name)
-            for a in node.attribute:
-                if a.name == "value":
-                    a.t.CopyFrom(numpy_helper.from_array(fq.astype(values[name].dtype), a.t.name))
-    return out
+    return with_values(model, _fake_quantized(params, values, aimet_arithmetic))
 
 
 def _encode_masked_adds(
@@ -391,7 +359,13 @@ def compute_encodings(
         )
     # activations are observed with the weights fake-quantized, as the simulated model will
     # run (and as AIMET calibrates)
-    quantized = _with_quantized_params(model, out.params, values, placement.aimet_compatible)
+    # (initializers reach onnxruntime as these arrays; only Constant-node params need a copy
+    # of the model)
+    fake = _fake_quantized(out.params, values, placement.aimet_compatible)
+    initializer_names = {t.name for t in model.graph.initializer}
+    constants = {k: v for k, v in fake.items() if k not in initializer_names}
+    quantized = model if not constants else with_values(model, constants)
+    weights = {k: v for k, v in fake.items() if k in initializer_names}
     # a tied quantizer (Concat inputs, Relu outputs...) is its root's: only roots are observed
     acts = [q for q in placement.enabled("activation") if placement.root(q.tensor) is q]
     fixed = {q.tensor for q in acts if q.constraint is not None and q.constraint.max is not None}
@@ -402,7 +376,14 @@ def compute_encodings(
     if first is not None:
         batches = itertools.chain([first], batches)
     estimators = (
-        collect_statistics(quantized, batches, observed, use_kernels=use_kernels, threads=threads)
+        collect_statistics(
+            quantized,
+            batches,
+            observed,
+            use_kernels=use_kernels,
+            threads=threads,
+            initializers=weights,
+        )
         if observed
         else {}
     )

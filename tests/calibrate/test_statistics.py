@@ -236,3 +236,24 @@ def test_a_constant_node_operand_is_observed_as_the_constant_it_is(native):
     assert (float(got["k"].min[0]), float(got["k"].max[0])) == (-1.0, 1.0)
     want = _direct(model, _batches(), obs)
     assert got["a"].max[0] == want["a"].max[0] and got["a"].min[0] == want["a"].min[0]
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_initializers_given_are_the_ones_the_run_uses(native):
+    from onnxq.graph.initializers import with_values  # noqa: PLC0415
+
+    model = _model()
+    before = model.SerializeToString()
+    w2 = (numpy_helper.to_array(model.graph.initializer[0]) * -0.5).astype(np.float32)
+    obs = [Observed("c", "tf"), Observed("r", "tf_enhanced")]
+    got = collect_statistics(model, _batches(), obs, use_kernels=native, initializers={"w": w2})
+    # the model run with the new weight, observed directly
+    want = _direct(with_values(model, {"w": w2}), _batches(), obs)
+    old = _direct(model, _batches(), obs)
+    for o in obs:
+        np.testing.assert_array_equal(got[o.name].min, want[o.name].min)
+        np.testing.assert_array_equal(got[o.name].max, want[o.name].max)
+    assert got["c"].max[0] != old["c"].max[0]  # the weight did matter
+    assert model.SerializeToString() == before
+    with pytest.raises(InvalidInputError, match="'v' is no initializer"):
+        collect_statistics(model, _batches(1), obs, use_kernels=native, initializers={"v": w2})
