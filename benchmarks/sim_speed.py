@@ -120,22 +120,35 @@ def measure(name: str) -> dict[str, Any]:
     # an output of a value-preserving op (ppocr_cls ends in an Identity) is on its input's grid
     carried = carried_encodings(model, sim.encodings)
     for k, ref in (("sim", "exact"), ("sim_layout", "export"), ("qdq_default", "export")):
-        worst, means, differ = 0.0, [], []
-        for i, n in enumerate(names):
-            enc = sim.encodings.activations.get(n, carried.get(n))
-            if enc is None:
-                continue
-            step = float(np.max(enc.scale))
-            d = np.concatenate(
-                [np.abs(a[i] - b[i]).ravel() for a, b in zip(outs[k], outs[ref], strict=True)]
-            )
-            worst = max(worst, float(d.max()) / step)
-            means.append(float(d.mean()) / step)
-            differ.append(float(np.mean(d > 0)))
-        row[f"{k}_steps_max"] = worst
-        row[f"{k}_steps_mean"] = float(np.mean(means)) if means else 0.0
-        row[f"{k}_differ"] = float(np.mean(differ)) if differ else 0.0
+        worst, mean, differ = output_steps(names, outs[k], outs[ref], sim.encodings, carried)
+        row[f"{k}_steps_max"], row[f"{k}_steps_mean"], row[f"{k}_differ"] = worst, mean, differ
     return row
+
+
+def output_steps(
+    names: list[str],
+    got: list[list[np.ndarray]],
+    ref: list[list[np.ndarray]],
+    encodings: Any,
+    carried: dict[str, Any],
+) -> tuple[float, float, float]:
+    """Largest and mean difference in steps of each output's encoding, and the share differing.
+
+    ``got`` and ``ref`` hold, per feed, the outputs ``names``; outputs without an encoding
+    (own or carried through value-preserving ops) are not compared.
+    """
+    worst, means, differ = 0.0, [], []
+    for i, n in enumerate(names):
+        enc = encodings.activations.get(n, carried.get(n))
+        if enc is None or enc.scale is None:
+            continue
+        step = float(np.max(enc.scale))
+        d = np.concatenate([np.abs(a[i] - b[i]).ravel() for a, b in zip(got, ref, strict=True)])
+        worst = max(worst, float(d.max()) / step)
+        means.append(float(d.mean()) / step)
+        differ.append(float(np.mean(d > 0)))
+    mean = float(np.mean(means)) if means else 0.0
+    return worst, mean, float(np.mean(differ)) if differ else 0.0
 
 
 def main() -> None:

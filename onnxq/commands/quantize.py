@@ -236,5 +236,7 @@ def _print_summary(report: dict[str, Any], outdir: Path) -> None:
             "(see report.html)",
             file=out,
         )
-    for key in ("float_model", "encodings", "qdq_model", "report_json", "report_html"):
-        print(f"wrote {outdir / report['files'][key]}", file=out)
+    for key in ("float_model", "encodings", "qdq_model", "sim_qdq_model", "report_json"):
+        if key in report["files"]:
+            print(f"wrote {outdir / report['files'][key]}", file=out)
+    print(f"wrote {outdir / report['files']['report_html']}", file=out)

@@ -11,7 +11,8 @@ Steps, in order, each logged:
    calibration data), per-group sensitivity and mixed precision on the evaluation samples
    (:mod:`onnxq.analysis`: the promoted groups are in the exported encodings);
 5. export ``<prefix>.onnx`` (the prepared float model), ``<prefix>.encodings`` and
-   ``<prefix>_qdq.onnx``;
+   ``<prefix>_qdq.onnx`` (and ``<prefix>_sim_qdq.onnx`` when the config leaves tensors
+   unrounded, see ``QuantizationSimModel.export``);
 6. evaluate: the Q/DQ model against the prepared float model on the evaluation samples,
    per output and per layer output (:mod:`onnxq.pipeline.compare`);
 7. write ``report.json`` and ``report.html``.
@@ -225,6 +226,8 @@ def quantize_to_folder(
             "report_json": "report.json",
             "report_html": "report.html",
         }
+        if unrounded:  # the simulation as a Q/DQ model for stock runtimes (sim.export)
+            report["files"]["sim_qdq_model"] = f"{prefix}_sim_qdq.onnx"
         write_json(report, staging / "report.json")
         write_html(report, staging / "report.html")
         publish(staging, out)

@@ -355,8 +355,14 @@ class QuantizationSimModel:
     def export(self, path: Any, filename_prefix: str, encoding_version: str = "1.0.0") -> None:
         """Write ``<prefix>.onnx`` (float), ``<prefix>.encodings`` and ``<prefix>_qdq.onnx``.
 
-        ``path`` is created if needed. Files are written into a temporary folder inside it
-        and moved in when complete, so a failed export leaves nothing partial behind.
+        When the config leaves tensors unrounded that the device file must still carry a
+        Q/DQ pair for (``encodings.unrounded``: a Conv inside Conv + HardSwish on HTP
+        v73-v81, an Add read by a Clip), ``<prefix>_sim_qdq.onnx`` is written too: the
+        simulation itself as a standard Q/DQ model (:meth:`simulated_model`), which stock
+        onnxruntime runs to the simulation's numbers; ``_qdq.onnx`` is the file for the
+        device. ``path`` is created if needed. Files are written into a temporary folder
+        inside it and moved in when complete, so a failed export leaves nothing partial
+        behind.
         """
         if self.encodings is None:
             raise InvalidInputError("no encodings yet: call compute_encodings or load_encodings")
@@ -378,6 +384,8 @@ class QuantizationSimModel:
                 encodings = with_int32_biases(self.model, encodings)
             save_encodings(encodings, tmp / f"{filename_prefix}.encodings", encoding_version)
             save_model(qdq, tmp / f"{filename_prefix}_qdq.onnx")
+            if self.encodings.unrounded:
+                save_model(self.simulated_model(), tmp / f"{filename_prefix}_sim_qdq.onnx")
             for item in tmp.iterdir():
                 item.replace(folder / item.name)
         finally:

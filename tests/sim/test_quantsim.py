@@ -311,6 +311,10 @@ def test_a_conv_hardswish_the_htp_fuses_is_exported_with_its_pair_but_not_rounde
     sim.export(tmp_path, "m")
     exported = onnx.load(str(tmp_path / "m_qdq.onnx"))
     assert any(n.op_type == "DequantizeLinear" and n.output[0] == "c" for n in exported.graph.node)
+    # the simulation for stock runtimes: no pair on c, the fused arithmetic in onnxruntime
+    simulated = ort.InferenceSession(str(tmp_path / "m_sim_qdq.onnx"), so)
+    assert np.max(np.abs(simulated.run(None, {"x": x})[0] - expected_fused)) <= step * 1.001
+    assert np.mean(np.abs(simulated.run(None, {"x": x})[0] - expected_fused) > step / 2) < 0.01
     rounded = ({"config_file": "htp_v68"}, {"config_file": "htp_v73", "aimet_compatible": True})
     for kwargs in rounded:
         other = onnxq.QuantizationSimModel(conv_hardswish_model(), quant_scheme="tf", **kwargs)
@@ -319,6 +323,12 @@ def test_a_conv_hardswish_the_htp_fuses_is_exported_with_its_pair_but_not_rounde
         np.testing.assert_array_equal(
             other.session.run(None, {"x": x})[0], other.qdq_session.run(None, {"x": x})[0]
         )
+        other.export(tmp_path / "rounded", "m")  # nothing unrounded: no second Q/DQ file
+        assert sorted(p.name for p in (tmp_path / "rounded").iterdir()) == [
+            "m.encodings",
+            "m.onnx",
+            "m_qdq.onnx",
+        ]
 
 
 def test_a_conv_output_read_twice_is_rounded_for_every_reader():
