@@ -11,7 +11,8 @@ Rules:
   ``SessionOptions.add_external_initializers``. Serializing and parsing the weights is what a
   session of a ModelProto costs beyond its graph (efflite0: 18.5 MB, 0.026 s to serialize);
   the arrays are handed over as they are. Initializers of types numpy has no plain dtype for
-  (bfloat16, float8, int4…) and those already stored externally stay as they are.
+  (bfloat16, float8, int4…) and those already stored externally stay in the proto (a new
+  value for one is written into it).
 """
 
 from __future__ import annotations
@@ -130,12 +131,10 @@ def split_initializers(
         copy = out.graph.initializer.add()
         inline = not t.external_data and t.data_location != onnx.TensorProto.EXTERNAL
         if t.data_type not in _PLAIN or not inline:
-            copy.CopyFrom(t)
-            if t.name in values:
-                raise InvalidInputError(
-                    f"initializer {t.name!r} is stored externally or in a type without a "
-                    "numpy dtype; use with_values for it"
-                )
+            if t.name in values:  # a new value stays in the proto, as with_values puts it
+                copy.CopyFrom(numpy_helper.from_array(_checked(t, values[t.name]), t.name))
+            else:
+                copy.CopyFrom(t)
             continue
         if t.name in values:
             value = _checked(t, values[t.name])

@@ -102,3 +102,15 @@ def test_externally_stored_initializers_stay_as_they_are(tmp_path):
     stored = onnx.load(str(tmp_path / "m.onnx"), load_external_data=False)
     light, names, _ = split_initializers(stored)
     assert names == [] and light.graph.initializer[0] == stored.graph.initializer[0]
+
+
+def test_a_new_value_for_a_type_onnxruntime_takes_no_array_of_stays_in_the_proto():
+    import ml_dtypes  # noqa: PLC0415
+
+    model = _model()
+    bf = numpy_helper.from_array(np.ones((4, 4), ml_dtypes.bfloat16), "bf")
+    model.graph.initializer.append(bf)
+    new = np.full((4, 4), 0.5, ml_dtypes.bfloat16)
+    light, names, _ = split_initializers(model, {"bf": new})
+    assert "bf" not in names
+    assert np.array_equal(numpy_helper.to_array(light.graph.initializer[-1]), new)
