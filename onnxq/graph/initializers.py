@@ -24,9 +24,9 @@ import numpy as np
 
 from onnxq.errors import InvalidInputError
 
-__all__ = ["copy_fields", "split_initializers", "with_values"]
+__all__ = ["split_initializers", "with_values"]
 
-TENSOR_VALUES = ("float_data", "double_data", "int32_data", "int64_data", "raw_data")
+_TENSOR_VALUES = ("float_data", "double_data", "int32_data", "int64_data", "raw_data")
 # element types whose numpy dtype onnxruntime's OrtValue takes as it is
 _PLAIN = {1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13}  # float…uint64, bool, float16, double
 _MIN_BYTES = 1024
@@ -34,7 +34,7 @@ _MIN_BYTES = 1024
 _IN_MEMORY = "onnxq-in-memory"
 
 
-def copy_fields(src: Any, dst: Any, skip: str | tuple[str, ...]) -> None:
+def _copy_fields(src: Any, dst: Any, skip: str | tuple[str, ...]) -> None:
     """Copy the set fields of protobuf message ``src`` into empty ``dst``, but ``skip``."""
     skipped = (skip,) if isinstance(skip, str) else skip
     for desc, value in src.ListFields():
@@ -70,8 +70,8 @@ def _graph_copy(model: Any) -> Any:
     import onnx  # noqa: PLC0415
 
     out = onnx.ModelProto()
-    copy_fields(model, out, skip="graph")
-    copy_fields(model.graph, out.graph, skip="initializer")
+    _copy_fields(model, out, skip="graph")
+    _copy_fields(model.graph, out.graph, skip="initializer")
     return out
 
 
@@ -87,7 +87,7 @@ def _unknown(model: Any, values: Mapping[str, np.ndarray], constants: set[str]) 
 
 def with_values(model: Any, values: Mapping[str, np.ndarray]) -> Any:
     """A copy of ``model`` whose initializers and ``Constant`` outputs in ``values`` hold them."""
-    from onnx import helper, numpy_helper  # noqa: PLC0415
+    from onnx import numpy_helper  # noqa: PLC0415
 
     constants = {n.output[0] for n in model.graph.node if n.op_type == "Constant" and n.output}
     _unknown(model, values, constants)
@@ -98,8 +98,10 @@ def with_values(model: Any, values: Mapping[str, np.ndarray]) -> Any:
             copy.CopyFrom(t)
             continue
         value = _checked(t, values[t.name])
-        if t.data_type == helper.np_dtype_to_tensor_dtype(value.dtype) and not t.external_data:
-            copy_fields(t, copy, skip=TENSOR_VALUES)  # name, dims, dtype...: the values as bytes
+        # numpy's bytes are ONNX's raw data for the plain types only: int4, uint4 and float4
+        # pack two values per byte, which numpy_helper does
+        if t.data_type in _PLAIN and not t.external_data:
+            _copy_fields(t, copy, skip=_TENSOR_VALUES)  # name, dims, dtype...: the values as bytes
             copy.raw_data = np.ascontiguousarray(value).tobytes()
         else:
             copy.CopyFrom(numpy_helper.from_array(value, t.name))
@@ -143,7 +145,7 @@ def split_initializers(
         else:
             copy.CopyFrom(t)
             continue
-        copy_fields(t, copy, skip=(*TENSOR_VALUES, "data_location", "external_data"))
+        _copy_fields(t, copy, skip=(*_TENSOR_VALUES, "data_location", "external_data"))
         copy.data_location = onnx.TensorProto.EXTERNAL
         entry = copy.external_data.add()
         entry.key, entry.value = "location", _IN_MEMORY

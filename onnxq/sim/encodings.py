@@ -124,8 +124,6 @@ def _with_quantized_params(
     aimet_arithmetic: bool = False,
 ) -> Any:
     """A copy of ``model`` whose quantized params hold their fake-quantized values."""
-    from onnxq.graph.initializers import with_values  # noqa: PLC0415
-
     return with_values(model, _fake_quantized(params, values, aimet_arithmetic))
 
 

@@ -114,3 +114,17 @@ def test_a_new_value_for_a_type_onnxruntime_takes_no_array_of_stays_in_the_proto
     light, names, _ = split_initializers(model, {"bf": new})
     assert "bf" not in names
     assert np.array_equal(numpy_helper.to_array(light.graph.initializer[-1]), new)
+
+
+@pytest.mark.parametrize("dtype", [TensorProto.INT4, TensorProto.UINT4])
+def test_a_new_packed_4bit_value_is_packed_as_onnx_stores_it(dtype):
+    # numpy keeps one int4 per byte, ONNX two: the bytes of the array are not the raw data
+    np_dtype = helper.tensor_dtype_to_np_dtype(dtype)
+    low = -8 if dtype == TensorProto.INT4 else 0
+    model = _model()
+    model.graph.initializer.append(numpy_helper.from_array(np.zeros(5, np_dtype), "q"))
+    new = np.arange(low, low + 5).astype(np_dtype)
+    for out in (with_values(model, {"q": new}), split_initializers(model, {"q": new})[0]):
+        stored = out.graph.initializer[-1]
+        assert len(stored.raw_data) == 3  # five values in three bytes
+        assert numpy_helper.to_array(stored).astype(np.int8).tolist() == list(range(low, low + 5))
