@@ -18,7 +18,10 @@ kernels). For each BN-folded zoo model, configs ``default``, ``per_channel``, ``
   optimizations off. This figure depends on the CPU (recorded): x86 8-bit dot products
   without VNNI go through a saturating 16-bit intermediate (OpenVINO documents this for
   SSE/AVX2/AVX-512), and on efflite0 (htp_v73, w8a8) this AVX2-only machine measures 66
-  steps where ``benchmarks.sim_speed`` recorded 6 on 2026-12-07 (its CPU not recorded).
+  steps where ``benchmarks.sim_speed`` recorded 6 on 2026-12-07 (its CPU then not recorded);
+- ``precise``: the same with onnxruntime's session option ``session.x64quantprecision``
+  (8-bit products widened to 16 bits before they are summed, slower), against the export
+  with optimizations off: what remains once the saturation is ruled out.
 
 Each figure is the largest difference over all encoded outputs in steps of the output's
 encoding, with the mean. Each model runs in a process of its own.
@@ -36,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.isolated import run_alone
-from benchmarks.sim_speed import MODELS, _folded, output_steps
+from benchmarks.sim_speed import MODELS, _folded, cpu_features, output_steps
 
 OUT = Path(__file__).parent / "results" / "qdq_agreement"
 CONFIGS = ("default", "per_channel", "htp_v68", "htp_v73")
@@ -74,10 +77,13 @@ def measure(name: str) -> list[dict[str, Any]]:
                     ("device", device, levels.ORT_DISABLE_ALL),
                     ("export", stock_path, levels.ORT_DISABLE_ALL),
                     ("default", stock_path, None),
+                    ("precise", stock_path, None),
                 ):
                     so = ort.SessionOptions()
                     if level is not None:
                         so.graph_optimization_level = level
+                    if key == "precise":
+                        so.add_session_config_entry("session.x64quantprecision", "1")
                     sessions[key] = ort.InferenceSession(
                         path, so, providers=["CPUExecutionProvider"]
                     )
@@ -96,21 +102,12 @@ def measure(name: str) -> list[dict[str, Any]]:
                 ("export_vs_exact", "export", "exact"),
                 ("export_vs_sim", "export", "sim"),
                 ("default_vs_export", "default", "export"),
+                ("precise_vs_export", "precise", "export"),
             ):
                 worst, mean, _ = output_steps(names, outs[got], outs[ref], sim.encodings, carried)
                 row[f"{key}_max"], row[f"{key}_mean"] = worst, mean
             rows.append(row)
     return rows
-
-
-def _cpu() -> str:
-    """The x86 vector extensions that decide onnxruntime's int8 kernels (VNNI or not)."""
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        return "unknown"
-    have = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni") if f in flags]
-    return ", ".join(have) or "no AVX2"
 
 
 def main() -> None:
@@ -126,7 +123,7 @@ def main() -> None:
         "machine": platform.machine(),
         "onnxruntime": onnxruntime.__version__,
         "eval_samples": EVAL_BATCHES * BATCH,
-        "cpu": _cpu(),
+        "cpu": cpu_features(),
     }
     OUT.parent.mkdir(exist_ok=True)
     OUT.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
@@ -138,17 +135,24 @@ def main() -> None:
         "stock runtimes (`_sim_qdq.onnx` where the config leaves tensors unrounded, else "
         "`_qdq.onnx`), optimizations off; *exact*: `sim.exact_session`; *sim*: "
         "`sim.session`; *default*: the export at onnxruntime's default optimizations (its "
-        "integer kernels). *unrounded*: tensors the config leaves unrounded, which "
+        "integer kernels); *precise*: the same with `session.x64quantprecision` (no "
+        "saturating 16-bit sums). *unrounded*: tensors the config leaves unrounded, which "
         "`_qdq.onnx` still rounds.",
         "",
         "| model | config | w/a | unrounded | device vs exact | export vs exact | export vs sim "
-        "| default vs export |",
-        "|---|---|---|---|---|---|---|---|",
+        "| default vs export | precise vs export |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         cells = " | ".join(
             f"{r[k + '_max']:.1f} / {r[k + '_mean']:.3f}"
-            for k in ("device_vs_exact", "export_vs_exact", "export_vs_sim", "default_vs_export")
+            for k in (
+                "device_vs_exact",
+                "export_vs_exact",
+                "export_vs_sim",
+                "default_vs_export",
+                "precise_vs_export",
+            )
         )
         lines.append(
             f"| {r['model']} | {r['config']} | w8a{r['act_bw']} | {r['unrounded']} | {cells} |"

@@ -151,6 +151,16 @@ def output_steps(
     return worst, mean, float(np.mean(differ)) if differ else 0.0
 
 
+def cpu_features() -> str:
+    """The x86 vector extensions that decide onnxruntime's int8 kernels (VNNI or not)."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return "unknown"
+    have = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni") if f in flags]
+    return ", ".join(have) or "no AVX2"
+
+
 def main() -> None:
     import onnxruntime  # noqa: PLC0415
 
@@ -159,7 +169,8 @@ def main() -> None:
         rows.append(run_alone("benchmarks.sim_speed", f"measure({name!r})"))
         print(json.dumps(rows[-1]), flush=True)
     meta = {"machine": platform.machine(), "onnxruntime": onnxruntime.__version__,
-            "threads": THREADS, "batch": BATCH, "rounds": ROUNDS}  # fmt: skip
+            "threads": THREADS, "batch": BATCH, "rounds": ROUNDS,
+            "cpu": cpu_features()}  # fmt: skip
     OUT.parent.mkdir(exist_ok=True)
     OUT.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
     lines = [
