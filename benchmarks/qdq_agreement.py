@@ -21,7 +21,11 @@ kernels). For each BN-folded zoo model, configs ``default``, ``per_channel``, ``
   steps where ``benchmarks.sim_speed`` recorded 6 on 2026-12-07 (its CPU then not recorded);
 - ``precise``: the same with onnxruntime's session option ``session.x64quantprecision``
   (8-bit products widened to 16 bits before they are summed, slower), against the export
-  with optimizations off: what remains once the saturation is ruled out.
+  with optimizations off: what remains once the saturation is ruled out;
+- ``float_kernels``: default optimizations with onnxruntime's ``QDQSelectorActionTransformer``
+  disabled (``disabled_optimizers``), the one optimizer that turns Q/DQ node units into
+  integer kernels (and, at w8a16, int8-weight MatMuls into ``MatMulNBits``); every float
+  optimization stays.
 
 Each figure is the largest difference over all encoded outputs in steps of the output's
 encoding, with the mean. Each model runs in a process of its own.
@@ -78,14 +82,17 @@ def measure(name: str) -> list[dict[str, Any]]:
                     ("export", stock_path, levels.ORT_DISABLE_ALL),
                     ("default", stock_path, None),
                     ("precise", stock_path, None),
+                    ("float_kernels", stock_path, None),
                 ):
                     so = ort.SessionOptions()
                     if level is not None:
                         so.graph_optimization_level = level
                     if key == "precise":
                         so.add_session_config_entry("session.x64quantprecision", "1")
+                    # every optimization but the one that turns Q/DQ into integer kernels
+                    disabled = ["QDQSelectorActionTransformer"] if key == "float_kernels" else []
                     sessions[key] = ort.InferenceSession(
-                        path, so, providers=["CPUExecutionProvider"]
+                        path, so, providers=["CPUExecutionProvider"], disabled_optimizers=disabled
                     )
             sessions["exact"], sessions["sim"] = sim.exact_session, sim.session
             names = [o.name for o in sessions["exact"].get_outputs()]
@@ -103,6 +110,7 @@ def measure(name: str) -> list[dict[str, Any]]:
                 ("export_vs_sim", "export", "sim"),
                 ("default_vs_export", "default", "export"),
                 ("precise_vs_export", "precise", "export"),
+                ("float_kernels_vs_export", "float_kernels", "export"),
             ):
                 worst, mean, _ = output_steps(names, outs[got], outs[ref], sim.encodings, carried)
                 row[f"{key}_max"], row[f"{key}_mean"] = worst, mean
@@ -136,12 +144,13 @@ def main() -> None:
         "`_qdq.onnx`), optimizations off; *exact*: `sim.exact_session`; *sim*: "
         "`sim.session`; *default*: the export at onnxruntime's default optimizations (its "
         "integer kernels); *precise*: the same with `session.x64quantprecision` (no "
-        "saturating 16-bit sums). *unrounded*: tensors the config leaves unrounded, which "
-        "`_qdq.onnx` still rounds.",
+        "saturating 16-bit sums); *float kernels*: default optimizations but "
+        "`QDQSelectorActionTransformer` (no integer kernels). *unrounded*: tensors the config "
+        "leaves unrounded, which `_qdq.onnx` still rounds.",
         "",
         "| model | config | w/a | unrounded | device vs exact | export vs exact | export vs sim "
-        "| default vs export | precise vs export |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| default vs export | precise vs export | float kernels vs export |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         cells = " | ".join(
@@ -152,6 +161,7 @@ def main() -> None:
                 "export_vs_sim",
                 "default_vs_export",
                 "precise_vs_export",
+                "float_kernels_vs_export",
             )
         )
         lines.append(
