@@ -49,6 +49,7 @@ from typing import Any
 
 import numpy as np
 
+from onnxq.errors import InvalidInputError
 from onnxq.export.encodings_file import EncodingSet
 from onnxq.graph.initializers import with_values
 from onnxq.graph.links import readers as node_readers
@@ -286,6 +287,7 @@ def compute_encodings(
     use_kernels: bool | None = None,
     threads: int | None = None,
     data_type: str = "int",
+    frozen: Mapping[str, Any] | None = None,
 ) -> EncodingSet:
     """Encodings of every enabled quantizer of ``placement`` on ``model``.
 
@@ -308,16 +310,22 @@ def compute_encodings(
     data_type
         ``"int"``, or ``"float"``: every enabled quantizer is a float16 round trip (fp16
         simulation), which needs no calibration.
+    frozen
+        Encodings kept as they are (tensor name → :class:`~onnxq.quantization.Encoding`).
+        Frozen params fake-quantize the weights the activations are calibrated with; a
+        frozen tied quantizer's encoding is its tie group's.
     """
     from onnxq.calibrate.statistics import Observed, collect_statistics  # noqa: PLC0415
 
+    frozen = dict(frozen or {})
     if data_type == "float":
         from onnxq.quantization.encoding import Encoding  # noqa: PLC0415
 
         fp16 = Encoding(16, None, None, dtype="float", float_format="float16")
         out = EncodingSet()
         for q in placement.enabled():
-            (out.params if q.kind == "param" else out.activations)[q.tensor] = fp16
+            kind = out.params if q.kind == "param" else out.activations
+            kind[q.tensor] = frozen[q.tensor] if q.tensor in frozen else fp16
         return out
     grid = {
         "strict_symmetric": placement.strict_symmetric,
@@ -330,7 +338,13 @@ def compute_encodings(
     # 48.61 -> 47.42 dB, efflite0 7.96 -> 7.63 dB, htp_v73 w8a8) and costs seconds per model
     param_scheme = "tf" if param_scheme is None else param_scheme
     values = param_values(model)
+    frozen_params = {
+        q.tensor: frozen[q.tensor] for q in placement.enabled("param") if q.tensor in frozen
+    }
     for q in placement.enabled("param"):
+        if q.tensor in frozen_params:
+            out.params[q.tensor] = frozen_params[q.tensor]
+            continue
         bw = q.bitwidth or param_bw
         # min and max are exact in the weight's own dtype: a float64 copy only for the searches
         w = np.asarray(values[q.tensor])
@@ -373,6 +387,11 @@ def compute_encodings(
     first = next(batches, None)
     if first is not None:
         batches = itertools.chain([first], batches)
+    elif observed:  # every activation would stay float, silently
+        raise InvalidInputError(
+            "calibration got no batches (an empty or used-up iterable, or a callback that "
+            "never ran the session); give at least one feed dict"
+        )
     estimators = (
         collect_statistics(
             quantized,
@@ -423,10 +442,14 @@ def compute_encodings(
         tie_free_inputs(
             out.activations, first, [q.tensor for q in acts if q.constraint is None], **grid
         )
+    for name, enc in frozen.items():
+        if name not in frozen_params:
+            out.activations[name] = enc
     for q in placement.enabled("activation"):
         root = placement.root(q.tensor)
-        if root is not q and root.tensor in out.activations:
+        if root is not q and root.tensor in out.activations and q.tensor not in frozen:
             out.activations[q.tensor] = out.activations[root.tensor]
     adjust_weight_scales(model, out, values, placement.aimet_compatible)
+    out.params.update(frozen_params)  # as loaded, whatever the adjustment would make of them
     out.mark_unrounded(placement.unrounded)
     return out

@@ -23,6 +23,7 @@ simulation's arithmetic exactly.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import warnings
@@ -36,7 +37,7 @@ from onnxq.errors import InvalidInputError
 from onnxq.export.encodings_file import EncodingSet, load_encodings, save_encodings
 from onnxq.graph.model_io import ModelLike, load_model, save_model
 from onnxq.sim.encodings import compute_encodings
-from onnxq.sim.feeds import checked_feeds
+from onnxq.sim.feeds import check_batch, checked_feeds, model_inputs, ranked_inputs
 from onnxq.sim.placement import Placement, place_quantizers
 
 __all__ = ["QuantizationSimModel"]
@@ -51,11 +52,16 @@ class _RecordingSession:
         self._sess = ort.InferenceSession(
             model.SerializeToString(), providers=["CPUExecutionProvider"]
         )
+        self._spec, self._ranked = model_inputs(model), ranked_inputs(model)
         self.feeds: list[dict[str, np.ndarray]] = []
 
     def run(self, output_names: Any, input_feed: Mapping[str, Any], *args: Any) -> Any:
-        self.feeds.append({k: np.asarray(v) for k, v in input_feed.items()})
-        return self._sess.run(output_names, dict(input_feed), *args)
+        # checked before onnxruntime sees them, as the data style's batches are
+        where = f"calibration batch {len(self.feeds)} (forward_pass_callback)"
+        arrays = check_batch(self._spec, self._ranked, input_feed, where)
+        # a copy: a callback may refill one buffer for every batch
+        self.feeds.append({k: np.array(v, copy=True) for k, v in arrays.items()})
+        return self._sess.run(output_names, arrays, *args)
 
     def get_inputs(self) -> Any:
         return self._sess.get_inputs()
@@ -176,24 +182,23 @@ class QuantizationSimModel:
         if callable(forward_pass_callback):
             recorder = _RecordingSession(self.model)
             forward_pass_callback(recorder, forward_pass_callback_args)
-            batches: Iterable[Mapping[str, np.ndarray]] = recorder.feeds
+            batches: Iterable[Mapping[str, np.ndarray]] = recorder.feeds  # checked as run
         else:
-            batches = forward_pass_callback
+            batches = checked_feeds(self.model, forward_pass_callback)
         fresh = compute_encodings(
             self.model,
             self.placement,
-            checked_feeds(self.model, batches),
+            batches,
             scheme=self.quant_scheme,
             param_bw=self.param_bw,
             activation_bw=self.activation_bw,
             use_kernels=self.use_kernels,
             threads=self.threads,
             data_type=self.data_type,
+            # frozen encodings stay as loaded; frozen params also set the weights the
+            # activations are calibrated with
+            frozen={n: self.encodings[n] for n in self._frozen} if self.encodings else None,
         )
-        if self.encodings is not None:  # frozen encodings stay as loaded
-            for name in self._frozen:
-                kind = "params" if name in self.encodings.params else "activations"
-                getattr(fresh, kind)[name] = self.encodings[name]
         self.encodings = fresh
         self._session = self._qdq_session = self._exact_session = None
 
@@ -303,10 +308,17 @@ class QuantizationSimModel:
                 f"encodings name {len(unknown)} tensor(s) the model lacks (first: "
                 f"{unknown[0]!r}); were they written for another model?"
             )
+        # a 2.0.0 file does not say which entries are params: the placement does
+        params = {q.tensor for q in self.placement.enabled("param")}
+        moved = {n: e for n, e in loaded.activations.items() if n in params}
         if self.encodings is None:
             self.encodings = EncodingSet()
-        self.encodings.activations.update(loaded.activations)
-        self.encodings.params.update(loaded.params)
+        for name in moved:
+            self.encodings.activations.pop(name, None)
+        self.encodings.activations.update(
+            {n: e for n, e in loaded.activations.items() if n not in moved}
+        )
+        self.encodings.params.update({**loaded.params, **moved})
         self.encodings.mark_unrounded(self.placement.unrounded)
         if freeze:
             self._frozen |= set(loaded)
@@ -350,7 +362,10 @@ class QuantizationSimModel:
     def set_and_freeze_param_encodings(self, encodings: Any) -> None:
         """Load and freeze the param encodings of a file (activations in it are ignored)."""
         loaded = encodings if isinstance(encodings, EncodingSet) else load_encodings(encodings)
-        self.load_encodings(EncodingSet(params=dict(loaded.params)), freeze=True)
+        params = {q.tensor for q in self.placement.enabled("param")}
+        # a 2.0.0 file files per-tensor weights with the activations
+        found = {n: e for n, e in loaded.activations.items() if n in params}
+        self.load_encodings(EncodingSet(params={**found, **loaded.params}), freeze=True)
 
     def export(self, path: Any, filename_prefix: str, encoding_version: str = "1.0.0") -> None:
         """Write ``<prefix>.onnx`` (float), ``<prefix>.encodings`` and ``<prefix>_qdq.onnx``.
@@ -367,6 +382,12 @@ class QuantizationSimModel:
         if self.encodings is None:
             raise InvalidInputError("no encodings yet: call compute_encodings or load_encodings")
         folder = Path(path)
+        prefix = str(filename_prefix)
+        if not prefix or prefix in (".", "..") or "/" in prefix or os.sep in prefix:
+            raise InvalidInputError(
+                f"filename_prefix {prefix!r} is not a file name; give a name without folders "
+                "(the folder is the path argument)"
+            )
         if folder.exists() and not folder.is_dir():
             raise InvalidInputError(f"{folder}: not a folder; export needs a folder to write into")
         qdq = self.qdq_model()

@@ -12,6 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import onnxq
 from onnxq.errors import InvalidInputError
+from onnxq.quantization.ranges import encoding_from_range
 from tests.conftest import conv_hardswish_model
 
 
@@ -395,3 +396,145 @@ def test_an_add_read_by_a_clip_is_exported_with_its_pair_but_not_rounded():
             model, quant_scheme="tf", config_file="htp_v68", **kwargs
         )
         assert other.placement.unrounded == frozenset()
+
+
+def _matmul_model(w):
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, w.shape[0]])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(w.astype(np.float32), "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model
+
+
+def test_a_callback_that_refills_one_buffer_calibrates_on_every_batch():
+    data = _batches(3)
+    data[1]["x"] = data[1]["x"] * 10  # the widest batch is not the last
+    buffer = np.empty((2, 3, 5, 5), np.float32)
+
+    def forward(session, args):
+        for feeds in data:
+            buffer[...] = feeds["x"]
+            session.run(None, {"x": buffer})
+
+    by_callback = onnxq.QuantizationSimModel(_model(), quant_scheme="tf")
+    by_callback.compute_encodings(forward, None)
+    by_data = onnxq.QuantizationSimModel(_model(), quant_scheme="tf")
+    by_data.compute_encodings(data)
+    assert by_callback.encodings["x"] == by_data.encodings["x"]
+    # the widest batch (about 10x the others) was seen, not only the last buffer's contents
+    assert float(by_callback.encodings["x"].max) > 0.9 * float(np.max(data[1]["x"]))
+
+
+@pytest.mark.parametrize(
+    ("feeds", "message"),
+    [
+        ({"x": np.zeros((2, 3, 5, 5))}, "is float64, the model wants float32"),
+        ({"x": np.zeros((1, 3, 4, 5), np.float32)}, r"has shape \[1, 3, 4, 5\]"),
+        ({"y": np.zeros((2, 3, 5, 5), np.float32)}, "lacks"),
+    ],
+)
+def test_callback_feeds_are_checked_before_onnxruntime_runs_them(feeds, message):
+    sim = onnxq.QuantizationSimModel(_model())
+    with pytest.raises(InvalidInputError, match=f"forward_pass_callback.*{message}|{message}"):
+        sim.compute_encodings(lambda session, _: session.run(None, feeds), None)
+
+
+def test_no_calibration_batches_is_an_error_not_a_float_model():
+    sim = onnxq.QuantizationSimModel(_model())
+    used = iter(_batches(1))
+    list(used)
+    with pytest.raises(InvalidInputError, match="no batches"):
+        sim.compute_encodings(used)
+    with pytest.raises(InvalidInputError, match="no batches"):
+        sim.compute_encodings(lambda session, _: None, None)
+
+
+def test_a_scalar_input_is_checked_for_its_rank():
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "s"], ["y"])],
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [2]),
+            helper.make_tensor_value_info("s", TensorProto.FLOAT, []),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    sim = onnxq.QuantizationSimModel(model)
+    x = np.ones(2, np.float32)
+    with pytest.raises(InvalidInputError, match=r"input 's' has shape \[2\], the model wants \[\]"):
+        sim.compute_encodings([{"x": x, "s": np.ones(2, np.float32)}])
+    sim.compute_encodings([{"x": x, "s": np.float32(2.0)}])  # a real scalar is fine
+    assert float(sim.encodings["y"].max) == pytest.approx(2.0, rel=1e-2)
+
+
+@pytest.mark.parametrize("prefix", ["sub/m", "", ".."])
+def test_an_export_prefix_with_folders_is_refused_by_name(tmp_path, prefix):
+    sim = onnxq.QuantizationSimModel(_model())
+    sim.compute_encodings(_batches())
+    with pytest.raises(InvalidInputError, match="filename_prefix"):
+        sim.export(tmp_path, prefix)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_frozen_params_set_the_weights_activations_are_calibrated_with():
+    # W is all 1.0, frozen on the grid [0, 0.5]: the simulated weight is 0.5, so y = x @ W
+    # tops out at half the largest row sum of x, and y's range must say so
+    sim = onnxq.QuantizationSimModel(
+        _matmul_model(np.ones((2, 1))), quant_scheme="tf", config_file="default"
+    )
+    frozen = encoding_from_range(0.0, 0.5, 8, name="w")
+    sim.load_encodings(onnxq.EncodingSet(params={"w": frozen}), freeze=True)
+    x = np.linspace(0, 1, 8, dtype=np.float32).reshape(4, 2)
+    sim.compute_encodings([{"x": x}])
+    assert sim.encodings["w"] == frozen
+    w_sim = float(frozen.quantize_dequantize(np.ones(1, np.float32))[0])
+    assert w_sim == pytest.approx(0.5, abs=float(frozen.scale))
+    # with the fresh 1.0 weight it would be 1.857
+    want = float(x.sum(axis=1).max()) * w_sim
+    assert float(sim.encodings["y"].max) == pytest.approx(want, abs=float(sim.encodings["y"].scale))
+
+
+def test_a_frozen_tie_root_keeps_its_group_on_one_grid():
+    graph = helper.make_graph(
+        [
+            helper.make_node("Relu", ["x"], ["r"]),
+            helper.make_node("Sigmoid", ["x"], ["s"]),
+            helper.make_node("Concat", ["r", "s"], ["y"], axis=1),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    rng = np.random.default_rng(0)
+    sim = onnxq.QuantizationSimModel(model, quant_scheme="tf", config_file="htp_v73")
+    assert sim.placement.root("r").tensor == "y"
+    sim.compute_encodings([{"x": rng.standard_normal((4, 3)).astype(np.float32)}])
+    sim.freeze_encodings(["y"])
+    kept = sim.encodings["y"]
+    sim.compute_encodings([{"x": 10 * rng.standard_normal((4, 3)).astype(np.float32)}])
+    assert sim.encodings["y"] == sim.encodings["r"] == sim.encodings["s"] == kept
+
+
+def test_per_tensor_weights_of_a_2_0_0_file_are_params_and_freeze(tmp_path):
+    sim = onnxq.QuantizationSimModel(_model(), quant_scheme="tf", config_file="default")
+    sim.compute_encodings(_batches())
+    sim.export(tmp_path, "m", encoding_version="2.0.0")
+    assert sim.encodings["w"].enc_type == "PER_TENSOR"
+    other = onnxq.QuantizationSimModel(_model(), quant_scheme="tf", default_param_bw=4)
+    other.set_and_freeze_param_encodings(tmp_path / "m.encodings")
+    assert "w" in other.frozen and "w" in other.encodings.params
+    other.compute_encodings(_batches())
+    got, want = other.encodings.params["w"], sim.encodings["w"]
+    assert got.bitwidth == 8  # the frozen 8-bit weight, not a fresh 4-bit one
+    assert float(got.scale) == pytest.approx(float(want.scale), rel=1e-6)
+    assert int(got.offset) == int(want.offset)
+    assert "w" not in other.encodings.activations
