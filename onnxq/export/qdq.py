@@ -97,13 +97,16 @@ def clamp_input_encodings(model: Any, known: Mapping[str, Encoding]) -> dict[str
     return found
 
 
+_BLOCKED = ("PER_BLOCK", "LPBQ")
+
+
 def required_opset(encodings: EncodingSet) -> int:
     """The lowest default-domain opset that can express ``encodings`` as Q/DQ nodes."""
     need = 10
     for _, enc in encodings.items():
         if enc.dtype != "int":
             continue
-        if enc.bitwidth not in (8,) or enc.enc_type == "PER_BLOCK":
+        if enc.bitwidth not in (8,) or enc.enc_type in _BLOCKED:
             need = max(need, 21)
         elif enc.enc_type == "PER_CHANNEL":
             need = max(need, 13)
@@ -125,9 +128,9 @@ def _qparams(enc: Encoding, name: str, signed: bool | None) -> tuple[Any, Any, d
     zp_dims = list(np.shape(enc.scale))
     zp = helper.make_tensor(f"{name}_zero_point", elem, zp_dims, zp_values)
     attrs: dict[str, int] = {}
-    if enc.enc_type in ("PER_CHANNEL", "PER_BLOCK") and enc.axis is not None:
+    if enc.enc_type in ("PER_CHANNEL", *_BLOCKED) and enc.axis is not None:
         attrs["axis"] = int(enc.axis)
-    if enc.enc_type == "PER_BLOCK" and enc.block_size is not None:
+    if enc.enc_type in _BLOCKED and enc.block_size is not None:
         attrs["block_size"] = int(np.max(enc.block_size))
     return scale, zp, attrs
 
@@ -175,17 +178,20 @@ def _static_dequantize(graph: Any, name: str, enc: Encoding, value: np.ndarray) 
     zp_arr = np.asarray(enc.zero_point(), np.int64)
     if axis is not None and zp_arr.ndim == 1:
         zp_arr = zp_arr.reshape(shape)
-    if enc.enc_type == "PER_BLOCK":
+    if enc.enc_type in _BLOCKED:
         # ONNX's blocked DQ wants the weight's shape with the blocked axis counted in blocks;
-        # the encoding's grid has 1 on the axes that are neither channel nor block
+        # the encoding's grid has 1 on the axes that are neither channel nor block (an LPBQ
+        # encoding's scale is its block scales, decompressed)
         grid = list(w.shape)
         grid[int(axis)] = s.shape[int(axis)]
         s, zp_arr = np.broadcast_to(s, grid), np.broadcast_to(zp_arr, grid)
         scale = numpy_helper.from_array(s.astype(np.float32), scale.name)
         zp = helper.make_tensor(zp.name, zp.data_type, grid, zp_arr.ravel().tolist())
         size = int(np.max(enc.block_size))
-        s = np.repeat(s, size, axis=int(axis))
-        zp_arr = np.repeat(zp_arr, size, axis=int(axis))
+        # a last block may be partial: ceil(D / size) blocks cover the D values
+        keep = np.arange(w.shape[int(axis)])
+        s = np.take(np.repeat(s, size, axis=int(axis)), keep, axis=int(axis))
+        zp_arr = np.take(np.repeat(zp_arr, size, axis=int(axis)), keep, axis=int(axis))
     q = np.rint(fq / s).astype(np.int64) + zp_arr
     ints = _integer_tensor(f"{name}_int", zp.data_type, q)
     graph.initializer.extend([ints, scale, zp])
@@ -280,10 +286,13 @@ def to_qdq(model: Any, encodings: EncodingSet) -> Any:
         if ((n in inits and n not in inputs) or n in constant_nodes)
         and (e.dtype == "int" or e.float_format in _FLOAT_NUMPY)
     )
+    listed = {i.name: i for i in graph.input}
     for name, enc in static.items():
         if name in inits:
             value = numpy_helper.to_array(inits[name])
             graph.initializer.remove(inits[name])
+            if name in listed:  # an initializer also listed as a graph input (IR < 4 style)
+                graph.input.remove(listed[name])
         elif name in constant_nodes:
             value = _constant_value(constant_nodes[name])
             if value is None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import onnxruntime as ort
-from onnx import TensorProto, numpy_helper
+import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 from onnxq.export.qdq import required_opset, to_qdq
 from onnxq.sim.encodings import compute_encodings
@@ -183,3 +184,82 @@ def test_constant_node_weights_and_constant_operands_are_quantized_as_encoded():
     )
     y = encs.activations["y"].quantize_dequantize(c * k_hat).astype(np.float32)
     np.testing.assert_array_equal(_run(qdq, {"x": x})[0], y)
+
+
+def _weight_as_exported(qdq, name, feeds):
+    """What the exported model's DequantizeLinear makes of weight ``name``."""
+    from onnx import ValueInfoProto  # noqa: PLC0415
+
+    qdq.graph.output.append(ValueInfoProto(name=name))
+    return _run(qdq, feeds, [name])[0]
+
+
+def _gemm_or_matmul(w, op="MatMul", **attrs):
+    k = w.shape[1] if attrs.get("transB") else w.shape[0]
+    graph = helper.make_graph(
+        [helper.make_node(op, ["x", "w"], ["y"], **attrs)],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(w, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize("bw", [4, 8])
+def test_lpbq_weights_export_as_blocked_dequantize_at_opset_21(bw):
+    from onnxq.export.encodings_file import EncodingSet  # noqa: PLC0415
+    from onnxq.quantization.encoding import Encoding  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((4, 8)).astype(np.float32)  # Gemm transB: blocks along axis 1
+    model = _gemm_or_matmul(w, "Gemm", transB=1)
+    blocks = np.abs(w.reshape(4, 2, 4)).max(axis=2) / 7
+    per_channel = blocks.max(axis=1, keepdims=True) / 15
+    ints = np.clip(np.ceil(blocks / per_channel), 1, 16)
+    enc = Encoding.from_lpbq(per_channel, ints, bitwidth=bw, block_size=4, axis=1)
+    qdq = to_qdq(model, EncodingSet(params={"w": enc}))
+    assert required_opset(EncodingSet(params={"w": enc})) == 21
+    assert next(o.version for o in qdq.opset_import if o.domain == "") == 21
+    dq = next(n for n in qdq.graph.node if n.op_type == "DequantizeLinear" and n.output[0] == "w")
+    assert {a.name: a.i for a in dq.attribute} == {"axis": 1, "block_size": 4}
+    x = rng.standard_normal((2, 8)).astype(np.float32)
+    got = _weight_as_exported(qdq, "w", {"x": x})
+    np.testing.assert_allclose(got, enc.quantize_dequantize(w.astype(np.float64)), atol=1e-6)
+
+
+def test_a_partial_last_block_exports_as_the_encoding_computes_it():
+    from onnxq.export.encodings_file import EncodingSet  # noqa: PLC0415
+    from onnxq.quantization.encoding import Encoding  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((6, 4)).astype(np.float32)  # K = 6 in blocks of 4: 4 + 2
+    scale = np.stack([np.abs(w[:4]).max(0), np.abs(w[4:]).max(0)]) / 7
+    enc = Encoding(
+        bitwidth=4, scale=scale, offset=np.full(scale.shape, -8), symmetric=True,
+        enc_type="PER_BLOCK", axis=0, block_size=4,
+    )  # fmt: skip
+    qdq = to_qdq(_gemm_or_matmul(w), EncodingSet(params={"w": enc}))
+    got = _weight_as_exported(qdq, "w", {"x": np.ones((2, 6), np.float32)})
+    want = np.concatenate([np.clip(np.round(w[:4] / scale[0]), -8, 7) * scale[0],
+                           np.clip(np.round(w[4:] / scale[1]), -8, 7) * scale[1]])  # fmt: skip
+    np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_a_weight_also_listed_as_graph_input_is_no_longer_an_input():
+    import onnxq  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    model = _gemm_or_matmul(rng.standard_normal((3, 4)).astype(np.float32))
+    # the IR < 4 layout: every initializer is a graph input too
+    model.graph.input.append(helper.make_tensor_value_info("w", TensorProto.FLOAT, [3, 4]))
+    sim = onnxq.QuantizationSimModel(model, quant_scheme="tf", config_file="default")
+    x = rng.standard_normal((2, 3)).astype(np.float32)
+    sim.compute_encodings([{"x": x}])
+    qdq = sim.qdq_model()
+    assert [i.name for i in qdq.graph.input] == ["x"]
+    step = float(sim.encodings["y"].scale)
+    got = _run(qdq, {"x": x})[0]
+    np.testing.assert_allclose(got, sim.session.run(None, {"x": x})[0], atol=step * 1.01)
