@@ -170,9 +170,21 @@ def _insert_fake_quantizers(
     blocked = 0
     after: dict[int, list[Any]] = {}  # id(producer) -> FakeQuantize nodes right after it
     first: list[Any] = []  # on graph inputs
+    quantized: dict[str, str] = {}  # source -> the encoded tensor whose FakeQuantize it has
     for name, enc in quantizers.items():
         attrs, scale, offset = _fq_attrs(name, enc)
         source = sources.get(name, name)
+        if source in quantized:
+            # onnxruntime merged two identical computations (common subexpressions) into
+            # one tensor: one FakeQuantize serves both if their encodings agree
+            other = quantized[source]
+            if quantizers[other] == enc:
+                continue
+            raise _Unsupported(
+                f"tensors {other!r} and {name!r} are one tensor in onnxruntime's optimized "
+                "graph but have different encodings"
+            )
+        quantized[source] = name
         node = producer.get(source)
         if (
             source == name

@@ -165,3 +165,47 @@ def test_a_bfloat16_round_trip_is_left_to_the_exact_session():
                        params=dict(sim.encodings.params))  # fmt: skip
     why = fast_simulation(sim.model, encs)
     assert isinstance(why, str) and "'a'" in why and "bfloat16" in why
+
+
+def _twin_convs():
+    # two identical Convs: onnxruntime's common-subexpression pass merges them into one
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((4, 8, 3, 3)).astype(np.float32), "w")
+    k = numpy_helper.from_array(np.float32(0.37), "k")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["x", "w"], ["a"], pads=[1, 1, 1, 1]),
+            helper.make_node("Conv", ["x", "w"], ["b"], pads=[1, 1, 1, 1]),
+            helper.make_node("Mul", ["b", "k"], ["bk"]),
+            helper.make_node("Add", ["a", "bk"], ["y"]),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 8, 12, 12])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [w, k],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model
+
+
+def test_tensors_onnxruntime_merges_share_one_fake_quantizer_when_their_encodings_agree():
+    from onnxq.export.encodings_file import EncodingSet  # noqa: PLC0415
+
+    sim = onnxq.QuantizationSimModel(_twin_convs(), quant_scheme="tf", config_file="default")
+    sim.compute_encodings(_batches())
+    assert sim.encodings["a"] == sim.encodings["b"]  # the same values, calibrated alike
+    fast = fast_simulation(sim.model, sim.encodings)
+    assert not isinstance(fast, str), fast
+    x = _batches(1, seed=5)[0]
+    got = fast.session.run(None, x)[0]
+    want = sim.exact_session.run(None, x)[0]
+    assert np.max(np.abs(got - want)) <= float(sim.encodings["y"].scale) * 1.01
+    # different encodings cannot share the merged tensor: the exact session is used, and why
+    wide = sim.encodings["b"].__class__(
+        sim.encodings["b"].bitwidth, sim.encodings["b"].scale * 2, sim.encodings["b"].offset
+    )
+    encs = EncodingSet(activations={**sim.encodings.activations, "b": wide},
+                       params=dict(sim.encodings.params))  # fmt: skip
+    why = fast_simulation(sim.model, encs)
+    assert isinstance(why, str) and "'a' and 'b'" in why and "one tensor" in why
