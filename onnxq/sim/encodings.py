@@ -118,16 +118,6 @@ def _fake_quantized(
     return out
 
 
-def _with_quantized_params(
-    model: Any,
-    params: Mapping[str, Any],
-    values: Mapping[str, np.ndarray],
-    aimet_arithmetic: bool = False,
-) -> Any:
-    """A copy of ``model`` whose quantized params hold their fake-quantized values."""
-    return with_values(model, _fake_quantized(params, values, aimet_arithmetic))
-
-
 def _encode_masked_adds(
     model: Any,
     out: EncodingSet,

@@ -308,17 +308,13 @@ class QuantizationSimModel:
                 f"encodings name {len(unknown)} tensor(s) the model lacks (first: "
                 f"{unknown[0]!r}); were they written for another model?"
             )
-        # a 2.0.0 file does not say which entries are params: the placement does
-        params = {q.tensor for q in self.placement.enabled("param")}
-        moved = {n: e for n, e in loaded.activations.items() if n in params}
+        params, activations = self._by_placement(loaded)
         if self.encodings is None:
             self.encodings = EncodingSet()
-        for name in moved:
+        for name in params.keys() & loaded.activations.keys():  # filed again as params
             self.encodings.activations.pop(name, None)
-        self.encodings.activations.update(
-            {n: e for n, e in loaded.activations.items() if n not in moved}
-        )
-        self.encodings.params.update({**loaded.params, **moved})
+        self.encodings.activations.update(activations)
+        self.encodings.params.update(params)
         self.encodings.mark_unrounded(self.placement.unrounded)
         if freeze:
             self._frozen |= set(loaded)
@@ -362,10 +358,19 @@ class QuantizationSimModel:
     def set_and_freeze_param_encodings(self, encodings: Any) -> None:
         """Load and freeze the param encodings of a file (activations in it are ignored)."""
         loaded = encodings if isinstance(encodings, EncodingSet) else load_encodings(encodings)
+        params, _ = self._by_placement(loaded)
+        self.load_encodings(EncodingSet(params=params), freeze=True)
+
+    def _by_placement(self, loaded: EncodingSet) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``loaded``'s params and activations, as the placement files them.
+
+        A 2.0.0 file does not say which entries are params: its per-tensor weights come in
+        with the activations.
+        """
         params = {q.tensor for q in self.placement.enabled("param")}
-        # a 2.0.0 file files per-tensor weights with the activations
-        found = {n: e for n, e in loaded.activations.items() if n in params}
-        self.load_encodings(EncodingSet(params={**found, **loaded.params}), freeze=True)
+        moved = {n: e for n, e in loaded.activations.items() if n in params}
+        activations = {n: e for n, e in loaded.activations.items() if n not in moved}
+        return {**loaded.params, **moved}, activations
 
     def export(self, path: Any, filename_prefix: str, encoding_version: str = "1.0.0") -> None:
         """Write ``<prefix>.onnx`` (float), ``<prefix>.encodings`` and ``<prefix>_qdq.onnx``.

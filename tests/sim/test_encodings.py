@@ -211,7 +211,8 @@ def _optimized_ops(model: bytes) -> set[str]:
 
 
 def test_weights_are_replaced_by_their_fake_quantized_values_whatever_their_rank():
-    from onnxq.sim.encodings import _with_quantized_params  # noqa: PLC0415
+    from onnxq.graph.initializers import with_values  # noqa: PLC0415
+    from onnxq.sim.encodings import _fake_quantized  # noqa: PLC0415
 
     values = {"w": np.asarray(np.float32(0.3)), "v": np.linspace(-1, 1, 6, dtype=np.float32)}
     graph = helper.make_graph(
@@ -223,7 +224,7 @@ def test_weights_are_replaced_by_their_fake_quantized_values_whatever_their_rank
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     encs = {k: encoding_from_range(-1.0, 1.0, 8, symmetric=True) for k in values}
-    out = _with_quantized_params(model, encs, values)
+    out = with_values(model, _fake_quantized(encs, values))
     for t in out.graph.initializer:
         got = numpy_helper.to_array(t)
         assert got.shape == values[t.name].shape and got.dtype == np.float32
@@ -233,7 +234,8 @@ def test_weights_are_replaced_by_their_fake_quantized_values_whatever_their_rank
 
 
 def test_the_fake_quantized_copy_keeps_everything_but_the_quantized_values():
-    from onnxq.sim.encodings import _with_quantized_params  # noqa: PLC0415
+    from onnxq.graph.initializers import with_values  # noqa: PLC0415
+    from onnxq.sim.encodings import _fake_quantized  # noqa: PLC0415
 
     w = np.linspace(-1, 1, 6, dtype=np.float32)
     keep = numpy_helper.from_array(np.full(6, 0.123, np.float32), "keep")
@@ -252,7 +254,7 @@ def test_the_fake_quantized_copy_keeps_everything_but_the_quantized_values():
     model.producer_name, model.model_version = "exporter", 7
     helper.set_model_props(model, {"author": "someone"})
     enc = encoding_from_range(-1.0, 1.0, 8, symmetric=True)
-    out = _with_quantized_params(model, {"w": enc}, {"w": w})
+    out = with_values(model, _fake_quantized({"w": enc}, {"w": w}))
     expected = onnx.ModelProto()
     expected.CopyFrom(model)
     expected.graph.initializer[0].CopyFrom(numpy_helper.from_array(enc.quantize_dequantize(w), "w"))
